@@ -1,0 +1,1 @@
+//! Shutdown signal (being written).

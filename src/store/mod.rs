@@ -1,0 +1,155 @@
+//! The lineage store: where validated events are persisted, once each, in commit order.
+//!
+//! Not for: decoding, validation or broker work. The worker hands a batch of [`LineageEvent`]s to
+//! [`Store::commit_batch`]; readers (`lineage`, `export`, `verify`, HTTP) use the read methods.
+//!
+//! Backends: [`sqlite::SqliteStore`] (the embedded default). The URL picks one at run time through
+//! [`open`].
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::event::{EventId, LineageEvent};
+
+/// What went wrong in a store. The worker decides between "hold and retry" and "give up on
+/// this batch" with [`StoreError::is_transient`], never by reading the text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store cannot be reached or is busy/locked right now; retrying later will work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The URL or options are wrong; retrying will not help.
+    #[error("store configuration: {0}")]
+    Config(String),
+    /// The schema is missing, too new, or not one geoprov can adopt.
+    #[error("store schema: {0}")]
+    Schema(String),
+    /// A row that geoprov wrote cannot be read back as it was written.
+    #[error("store data: {0}")]
+    Corrupt(String),
+    /// Any other error reported by the database for this request.
+    #[error("store query failed: {0}")]
+    Query(String),
+}
+
+impl StoreError {
+    /// True when the same operation may succeed later without any change (outage, lock, busy).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Counts returned by [`Store::commit_batch`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// Events that were new and now have a row and a log position.
+    pub inserted: u64,
+    /// Events whose `event_id` was already stored; they were skipped, not an error.
+    pub duplicates: u64,
+    /// The log size (number of positions) after the commit.
+    pub log_size: u64,
+}
+
+/// One row as stored, with every column kept as the database returned it, so that `verify`
+/// can recompute what the row should be and report any difference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Position in the append-only log (0-based, dense, commit order).
+    pub position: u64,
+    /// The `event_id` column (64 lowercase hex characters when intact).
+    pub event_id: String,
+    /// The seed's columns as stored.
+    pub dataset_uuid: String,
+    pub operation: String,
+    pub crs_from: Option<String>,
+    pub crs_to: Option<String>,
+    pub processor_id: String,
+    /// When the row was recorded by geoprov (the seed's `timestamp` column).
+    pub recorded_at: DateTime<Utc>,
+    /// Python's `json.dumps(payload, sort_keys=True)`, as hashed for the id.
+    pub payload_json: String,
+}
+
+/// Which way a lineage walk goes from its starting dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Towards the inputs: "where did this come from".
+    Upstream,
+    /// Towards the outputs: "what did this feed".
+    Downstream,
+}
+
+/// One edge of the lineage graph: `from` was an input of the event that produced `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct LineageEdge {
+    pub from: Uuid,
+    pub to: Uuid,
+    pub event_id: String,
+    pub operation: String,
+}
+
+/// The part of the lineage graph reached by a walk.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct LineageGraph {
+    /// The dataset the walk started from.
+    pub root: Option<Uuid>,
+    /// Every dataset reached, with its distance (in edges) from the root; the root has depth 0.
+    pub nodes: Vec<(Uuid, u32)>,
+    /// Every edge traversed.
+    pub edges: Vec<LineageEdge>,
+}
+
+/// A persistent, append-only lineage store.
+///
+/// Contract for every backend:
+/// - `commit_batch` MUST insert, assign log positions and update counters in ONE transaction:
+///   either every new event of the batch is stored with its position, or none is.
+/// - It MUST skip events whose `event_id` is already stored (counted in `duplicates`), including
+///   duplicates inside the same batch, and MUST NOT fail because of them.
+/// - Positions MUST be dense (0..n-1) and follow commit order.
+/// - Nothing MUST ever update or delete a stored event.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Create or upgrade the schema; returns the schema version now in force. Idempotent.
+    async fn migrate(&self) -> Result<u32, StoreError>;
+
+    /// Persist a batch (see the contract above).
+    async fn commit_batch(&self, batch: &[LineageEvent]) -> Result<CommitReport, StoreError>;
+
+    /// The stored row for one event id, if any.
+    async fn get_event(&self, id: &EventId) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// Up to `limit` rows with `position >= from`, in position order. Readers page through the
+    /// whole log with this, in flat memory.
+    async fn scan(&self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The number of stored events (= the log size).
+    async fn count(&self) -> Result<u64, StoreError>;
+
+    /// Walk the lineage graph from `root`, at most `depth` edges away, safe on cycles.
+    async fn lineage(
+        &self,
+        root: Uuid,
+        direction: Direction,
+        depth: u32,
+    ) -> Result<LineageGraph, StoreError>;
+}
+
+/// Open the store a URL names: `sqlite://PATH`.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let store = sqlite::SqliteStore::open(path).await?;
+        return Ok(Arc::new(store));
+    }
+    Err(StoreError::Config(format!(
+        "unsupported store URL '{}': expected sqlite://PATH",
+        crate::config::redact_url(url)
+    )))
+}
