@@ -1,4 +1,184 @@
-//! Configuration: flags, then environment variables, then defaults, validated once.
+//! Configuration: flags, then environment variables, then defaults (clap resolves that order in
+//! `cli`), validated once into a [`Config`]. Nothing past this module sees an unchecked URL,
+//! address or token.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration value that cannot be used. Shown to the user as one line, exit code 2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// A secret (bearer token) that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself, for comparison only. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where everything lives and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Broker URL: `embedded` (default) or a server URL.
+    pub broker_url: String,
+    /// Store URL. Defaults to `sqlite://<data dir>/lineage.db`.
+    pub store_url: String,
+    /// Directory for the embedded queue, the SQLite store and keys. Defaults to `./geoprov-data`.
+    pub data_dir: PathBuf,
+    /// HTTP listen address. Defaults to `127.0.0.1:8700`.
+    pub listen: SocketAddr,
+    /// Bearer token required by the HTTP API, if any.
+    pub token: Option<Secret>,
+}
+
+/// Default HTTP listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./geoprov-data";
+
+impl Config {
+    /// Validate raw values (already merged from flags and environment by clap).
+    pub fn new(
+        broker: Option<String>,
+        store: Option<String>,
+        data_dir: Option<PathBuf>,
+        listen: Option<String>,
+        token: Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let broker_url = broker.unwrap_or_else(|| "embedded".to_string());
+        validate_broker_url(&broker_url)?;
+        let store_url = match store {
+            Some(s) => s,
+            None => format!("sqlite://{}", data_dir.join("lineage.db").display()),
+        };
+        validate_store_url(&store_url)?;
+        let listen_text = listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            ConfigError(format!(
+                "--listen '{listen_text}' is not an address like 127.0.0.1:8700"
+            ))
+        })?;
+        let token = match token {
+            Some(t) if t.trim().is_empty() => {
+                return Err(ConfigError(
+                    "--token is empty: give a real token or none".into(),
+                ))
+            }
+            Some(t) => Some(Secret::new(t)),
+            None => None,
+        };
+        Ok(Config {
+            broker_url,
+            store_url,
+            data_dir,
+            listen,
+            token,
+        })
+    }
+
+    /// Refuse to serve HTTP on a non-loopback address without a token (guarantee 6).
+    pub fn check_listen_is_safe(&self) -> Result<(), ConfigError> {
+        if !self.listen.ip().is_loopback() && self.token.is_none() {
+            return Err(ConfigError(format!(
+                "refusing to listen on {} without a token: set --token (or GEOPROV_TOKEN), or listen on 127.0.0.1",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn validate_broker_url(url: &str) -> Result<(), ConfigError> {
+    let ok = url == "embedded"
+        || ["redis://", "rediss://", "amqp://", "amqps://"]
+            .iter()
+            .any(|p| url.starts_with(p));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError(format!(
+            "--broker '{}' is not a broker URL: use embedded, redis://host:port/db, rediss://..., amqp://user:pass@host:port/vhost or amqps://...",
+            redact_url(url)
+        )))
+    }
+}
+
+fn validate_store_url(url: &str) -> Result<(), ConfigError> {
+    let ok = ["sqlite://", "postgres://", "postgresql://"]
+        .iter()
+        .any(|p| url.starts_with(p));
+    if ok && url.len() > "sqlite://".len() {
+        Ok(())
+    } else {
+        Err(ConfigError(format!(
+            "--store '{}' is not a store URL: use sqlite://PATH or postgres://user@host/db",
+            redact_url(url)
+        )))
+    }
+}
+
+/// Parse a duration: plain seconds (`30`, `0.5`) or humantime (`30s`, `250ms`, `5m`).
+pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(t).map_err(|_| {
+        ConfigError(format!(
+            "'{text}' is not a duration: use seconds (30) or a unit (30s, 250ms, 5m)"
+        ))
+    })
+}
+
+/// A rate limit like Celery's `rate_limit`: `N/s`, `N/m` or `N/h` (a bare `N` means per second).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Events allowed per second.
+    pub per_second: f64,
+}
+
+/// Parse `N/s`, `N/m`, `N/h` or `N`.
+pub fn parse_rate(text: &str) -> Result<Rate, ConfigError> {
+    let err = || {
+        ConfigError(format!(
+            "'{text}' is not a rate: use N/s, N/m or N/h (e.g. 500/s)"
+        ))
+    };
+    let (n, unit) = match text.trim().split_once('/') {
+        Some((n, u)) => (n.trim(), u.trim()),
+        None => (text.trim(), "s"),
+    };
+    let n: f64 = n.parse().map_err(|_| err())?;
+    if !n.is_finite() || n <= 0.0 {
+        return Err(err());
+    }
+    let per_second = match unit {
+        "s" => n,
+        "m" => n / 60.0,
+        "h" => n / 3600.0,
+        _ => return Err(err()),
+    };
+    Ok(Rate { per_second })
+}
 
 /// Hide the password of a URL (`scheme://user:***@host/...`) so that it can be logged or shown.
 pub fn redact_url(url: &str) -> String {
@@ -19,5 +199,69 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_seconds_and_units() {
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn rates_follow_celery() {
+        assert_eq!(parse_rate("100/s").unwrap().per_second, 100.0);
+        assert_eq!(parse_rate("60/m").unwrap().per_second, 1.0);
+        assert_eq!(parse_rate("3600/h").unwrap().per_second, 1.0);
+        assert_eq!(parse_rate("10").unwrap().per_second, 10.0);
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("5/d").is_err());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("amqp://guest:pw@localhost:5672/vh"),
+            "amqp://guest:***@localhost:5672/vh"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+    }
+
+    #[test]
+    fn defaults_and_listen_safety() {
+        let c = Config::new(None, None, None, None, None).unwrap();
+        assert_eq!(c.broker_url, "embedded");
+        assert!(c.store_url.ends_with("lineage.db"));
+        assert!(c.check_listen_is_safe().is_ok());
+        let c = Config::new(None, None, None, Some("0.0.0.0:8700".into()), None).unwrap();
+        assert!(c.check_listen_is_safe().is_err());
+        let c = Config::new(
+            None,
+            None,
+            None,
+            Some("0.0.0.0:8700".into()),
+            Some("t".into()),
+        )
+        .unwrap();
+        assert!(c.check_listen_is_safe().is_ok());
+        assert!(Config::new(Some("kafka://x".into()), None, None, None, None).is_err());
+        assert!(Config::new(None, Some("mysql://x".into()), None, None, None).is_err());
     }
 }

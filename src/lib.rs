@@ -16,6 +16,7 @@
 //! - [`store`]: the `Store` trait and its backends.
 //! - [`worker`]: the consume → validate → batch → commit → ack loop; knows only the traits.
 //! - [`ingest`]: splits a request or file body (object, array, NDJSON) into payloads.
+//! - [`lineage`]: lineage walks presented as JSON, text or Graphviz DOT.
 //! - [`http`]: the axum router (`POST /v1/events`, reads, `/metrics`, `/healthz`).
 //! - [`metrics`]: every metric name, one function per observable event.
 //! - [`config`]: flags > environment > defaults, validated once.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod ingest;
+pub mod lineage;
 pub mod metrics;
 pub mod shutdown;
 pub mod store;

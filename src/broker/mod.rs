@@ -101,8 +101,11 @@ pub trait Consumer: Send {
     /// Keep holding these deliveries (reset their visibility timeout), e.g. during a store outage.
     async fn extend(&mut self, tags: &[DeliveryTag]) -> Result<(), BrokerError>;
     /// Give these deliveries back, to be delivered again after `delay`.
-    async fn retry_later(&mut self, tags: &[DeliveryTag], delay: Duration)
-        -> Result<(), BrokerError>;
+    async fn retry_later(
+        &mut self,
+        tags: &[DeliveryTag],
+        delay: Duration,
+    ) -> Result<(), BrokerError>;
     /// Move deliveries to the dead letters with their original bytes and a reason, and ack them,
     /// atomically where the broker allows.
     async fn dead_letter(&mut self, items: &[(Delivery, String)]) -> Result<(), BrokerError>;

@@ -1,1 +1,288 @@
-//! The command line (being written).
+//! The command line: clap types, one file per subcommand. The only place that prints to the
+//! user and that picks concrete backends (through `broker::open` and `store::open`).
+//!
+//! Errors from the library become one line on stderr here, with exit code 2 for usage or
+//! configuration errors and 1 for failed checks or operations.
+
+mod bench;
+mod dlq;
+mod emit;
+mod event_id;
+mod lineage;
+mod migrate;
+mod serve;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::broker::{self, Broker, BrokerError, ConsumerOptions};
+use crate::config::{self, Config, ConfigError, Rate};
+use crate::shutdown::Shutdown;
+use crate::store::{self, Store, StoreError};
+use crate::worker::{NativeDecoder, RateLimiter, Worker, WorkerOptions};
+
+/// geoprov: asynchronous, tamper-evident lineage for geospatial pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "geoprov", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags every command understands (flags win over environment variables).
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Broker URL: embedded, redis://host:port/db, rediss://..., amqp://..., amqps://...
+    /// [default: embedded]
+    #[arg(long, env = "GEOPROV_BROKER", global = true)]
+    broker: Option<String>,
+    /// Store URL: sqlite://PATH or postgres://... [default: sqlite://<data dir>/lineage.db]
+    #[arg(long, env = "GEOPROV_STORE", global = true)]
+    store: Option<String>,
+    /// Directory for the embedded queue, the SQLite store and keys [default: ./geoprov-data]
+    #[arg(long, env = "GEOPROV_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8700]
+    #[arg(long, env = "GEOPROV_LISTEN", global = true)]
+    listen: Option<String>,
+    /// Bearer token required by the HTTP API (required to listen on a non-loopback address)
+    #[arg(long, env = "GEOPROV_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Log filter, e.g. info, debug, geoprov=debug [default: info]
+    #[arg(long, env = "GEOPROV_LOG", global = true)]
+    log: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// HTTP ingest + worker(s) + query API + /metrics in one process.
+    Serve(serve::ServeArgs),
+    /// Consume from --broker and persist to --store.
+    Worker(worker::WorkerCmdArgs),
+    /// Enqueue events (one JSON object, an array, or NDJSON) from FILE or stdin.
+    Emit(emit::EmitArgs),
+    /// Print the event_id of each payload read from FILE or stdin, one per line.
+    EventId(event_id::EventIdArgs),
+    /// Create or upgrade the store schema.
+    Migrate,
+    /// Walk the lineage graph from a dataset.
+    Lineage(lineage::LineageArgs),
+    /// Dead letters: list, replay, purge.
+    Dlq(dlq::DlqArgs),
+    /// End-to-end throughput and latency on the configured broker and store.
+    Bench(bench::BenchArgs),
+}
+
+/// Worker tuning shared by `serve`, `worker` and `bench`.
+#[derive(Debug, Args, Clone)]
+struct WorkerArgs {
+    /// Worker tasks in this process.
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
+    /// Most events per store transaction.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// How long a batch may wait to fill (seconds or 20ms, 1s, ...).
+    #[arg(long, default_value = "20ms", value_parser = parse_duration_arg)]
+    batch_linger: std::time::Duration,
+    /// Cap on persisted events: N/s, N/m or N/h.
+    #[arg(long, value_parser = parse_rate_arg)]
+    rate_limit: Option<Rate>,
+    /// Failed deliveries before a message is dead-lettered.
+    #[arg(long, default_value_t = 5)]
+    max_retries: u32,
+    /// How long a taken message stays invisible before it is redelivered (seconds or 30s, 5m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    visibility_timeout: std::time::Duration,
+    /// Largest event payload accepted, in bytes.
+    #[arg(long, default_value_t = crate::event::DEFAULT_MAX_PAYLOAD_BYTES)]
+    max_payload_bytes: usize,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    config::parse_duration(s).map_err(|e| e.0)
+}
+
+fn parse_rate_arg(s: &str) -> Result<Rate, String> {
+    config::parse_rate(s).map_err(|e| e.0)
+}
+
+/// An error at the edge: what to print and which exit code to use.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad usage or configuration: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// The check or operation failed: exit 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        CliError::Usage(e.0)
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Config(_) => CliError::Usage(e.to_string()),
+            StoreError::Schema(_) => CliError::Failed(format!("{e} (run `geoprov migrate`?)")),
+            _ => CliError::Failed(e.to_string()),
+        }
+    }
+}
+
+impl From<BrokerError> for CliError {
+    fn from(e: BrokerError) -> Self {
+        match e {
+            BrokerError::Config(_) => CliError::Usage(e.to_string()),
+            _ => CliError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Parse the command line, run the command, and turn the result into an exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(cli.global.log.as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("geoprov: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(CliError::Usage(msg)) => {
+            eprintln!("geoprov: {msg}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(msg)) => {
+            eprintln!("geoprov: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(filter: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or("info"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let g = cli.global;
+    let config = Config::new(g.broker, g.store, g.data_dir, g.listen, g.token)?;
+    match cli.command {
+        Command::Serve(args) => serve::run(&config, args).await,
+        Command::Worker(args) => worker::run(&config, args).await,
+        Command::Emit(args) => emit::run(&config, args).await,
+        Command::EventId(args) => event_id::run(args),
+        Command::Migrate => migrate::run(&config).await,
+        Command::Lineage(args) => lineage::run(&config, args).await,
+        Command::Dlq(args) => dlq::run(&config, args).await,
+        Command::Bench(args) => bench::run(&config, args).await,
+    }
+}
+
+/// Open the configured broker.
+async fn open_broker(config: &Config) -> Result<Arc<dyn Broker>, CliError> {
+    Ok(broker::open(&config.broker_url, &config.data_dir).await?)
+}
+
+/// Open the configured store (without migrating it).
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
+    if config.store_url.starts_with("sqlite://") {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            CliError::Failed(format!(
+                "cannot create data dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+    }
+    Ok(store::open(&config.store_url).await?)
+}
+
+/// Read FILE, or stdin for `-` or no file.
+fn read_input(file: Option<&PathBuf>) -> Result<Vec<u8>, CliError> {
+    use std::io::Read;
+    match file {
+        Some(path) if path.as_os_str() != "-" => std::fs::read(path)
+            .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display()))),
+        _ => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| CliError::Failed(format!("cannot read stdin: {e}")))?;
+            Ok(buf)
+        }
+    }
+}
+
+/// Start `args.concurrency` workers consuming `broker` into `store`; returns their handles.
+async fn spawn_workers(
+    broker: &Arc<dyn Broker>,
+    store: &Arc<dyn Store>,
+    args: &WorkerArgs,
+    shutdown: &Shutdown,
+) -> Result<tokio::task::JoinSet<()>, CliError> {
+    if args.concurrency == 0 || args.batch_size == 0 {
+        return Err(CliError::Usage(
+            "--concurrency and --batch-size must be at least 1".into(),
+        ));
+    }
+    let options = WorkerOptions {
+        batch_size: args.batch_size,
+        linger: args.batch_linger,
+        max_retries: args.max_retries,
+        visibility_timeout: args.visibility_timeout,
+        ..WorkerOptions::default()
+    };
+    let decoder = Arc::new(NativeDecoder {
+        max_payload_bytes: args.max_payload_bytes,
+    });
+    let limiter = args.rate_limit.map(|r| Arc::new(RateLimiter::new(r)));
+    let mut set = tokio::task::JoinSet::new();
+    for n in 0..args.concurrency {
+        let consumer = broker
+            .consumer(ConsumerOptions {
+                visibility_timeout: args.visibility_timeout,
+                name: format!("geoprov-{}-{n}", std::process::id()),
+            })
+            .await?;
+        let mut worker = Worker::new(
+            consumer,
+            store.clone(),
+            decoder.clone(),
+            options.clone(),
+            shutdown.clone(),
+        );
+        if let Some(l) = &limiter {
+            worker = worker.with_rate_limiter(l.clone());
+        }
+        set.spawn(worker.run());
+    }
+    Ok(set)
+}

@@ -1,1 +1,335 @@
-//! Worker (being written).
+//! The worker: consume → decode → validate → batch → commit → ack, knowing only the `Consumer`
+//! and `Store` traits.
+//!
+//! Guarantees kept here:
+//! - a delivery is acknowledged only after the batch holding it is committed (nothing lost);
+//! - invalid input is dead-lettered at once and never blocks valid input;
+//! - a store outage makes the worker hold the batch (extending its leases) and retry with capped
+//!   exponential backoff and jitter, forever, without burning any retry budget;
+//! - a message the store keeps refusing is retried later and dead-lettered after `max_retries`.
+//!
+//! [`Worker::try_process_batch`] runs one iteration so tests can drive the loop step by step.
+
+pub mod pipeline;
+pub mod rate_limit;
+pub mod retry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::broker::{BrokerError, Consumer, Delivery, DeliveryTag};
+use crate::event::LineageEvent;
+use crate::metrics;
+use crate::shutdown::Shutdown;
+use crate::store::{Store, StoreError};
+
+pub use pipeline::{Decoded, Decoder, NativeDecoder};
+pub use rate_limit::RateLimiter;
+pub use retry::Backoff;
+
+/// How a worker batches and retries.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Most events committed in one transaction. Defaults to 1000.
+    pub batch_size: usize,
+    /// How long to wait for a batch to fill once its first message arrived. Defaults to 20ms.
+    pub linger: Duration,
+    /// Deliveries allowed to fail before a message is dead-lettered. Defaults to 5.
+    pub max_retries: u32,
+    /// The broker's visibility timeout: held batches are extended well within it.
+    /// Defaults to 30s.
+    pub visibility_timeout: Duration,
+    /// Backoff while the store or broker is unavailable.
+    pub backoff: Backoff,
+    /// How long one `receive` may block, so that shutdown is noticed. Defaults to 500ms.
+    pub poll: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            batch_size: 1000,
+            linger: Duration::from_millis(20),
+            max_retries: 5,
+            visibility_timeout: Duration::from_secs(30),
+            backoff: Backoff::default(),
+            poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What went wrong in a worker iteration that the loop must back off from.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The broker failed (receive, ack, dead-letter). Unacked messages are redelivered later.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The store failed in a way that holding cannot fix.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one iteration did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Messages taken from the broker.
+    pub received: usize,
+    /// New rows stored.
+    pub persisted: u64,
+    /// Events already stored (skipped).
+    pub duplicates: u64,
+    /// Messages dead-lettered.
+    pub dead_lettered: usize,
+    /// Messages given back for a later attempt.
+    pub retried: usize,
+    /// True when the iteration stopped because shutdown was requested.
+    pub stopped: bool,
+}
+
+/// One worker task: a consumer, the store, a decoder.
+pub struct Worker {
+    consumer: Box<dyn Consumer>,
+    store: Arc<dyn Store>,
+    decoder: Arc<dyn Decoder>,
+    limiter: Option<Arc<RateLimiter>>,
+    options: WorkerOptions,
+    shutdown: Shutdown,
+    /// Whether the last commit attempt reached the store; used to log state changes only once.
+    store_up: bool,
+}
+
+impl Worker {
+    /// A worker reading from `consumer` and writing to `store`.
+    pub fn new(
+        consumer: Box<dyn Consumer>,
+        store: Arc<dyn Store>,
+        decoder: Arc<dyn Decoder>,
+        options: WorkerOptions,
+        shutdown: Shutdown,
+    ) -> Self {
+        Worker {
+            consumer,
+            store,
+            decoder,
+            limiter: None,
+            options,
+            shutdown,
+            store_up: true,
+        }
+    }
+
+    /// Cap persisted events per second with a limiter shared by several workers.
+    pub fn with_rate_limiter(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// Run until shutdown is requested; the batch in hand is finished and acknowledged first.
+    pub async fn run(mut self) {
+        let mut failures = 0u32;
+        let mut broker_down = false;
+        loop {
+            if self.shutdown.is_requested() {
+                break;
+            }
+            match self.try_process_batch().await {
+                Ok(outcome) if outcome.stopped => break,
+                Ok(_) => {
+                    if broker_down {
+                        tracing::info!(message = "Broker available again; resuming.");
+                        broker_down = false;
+                    }
+                    failures = 0;
+                }
+                Err(error) => {
+                    if !broker_down {
+                        tracing::warn!(message = "Worker iteration failed; backing off.", %error);
+                        broker_down = true;
+                    }
+                    let delay = self.options.backoff.delay(failures);
+                    failures = failures.saturating_add(1);
+                    let mut shutdown = self.shutdown.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.requested() => break,
+                    }
+                }
+            }
+        }
+        tracing::debug!(message = "Worker stopped.");
+    }
+
+    /// Take one batch from the broker and see it through: dead-letter what is invalid, commit
+    /// the rest (holding through outages), acknowledge.
+    pub async fn try_process_batch(&mut self) -> Result<BatchOutcome, WorkerError> {
+        let mut outcome = BatchOutcome::default();
+        let deliveries = self.collect_batch().await?;
+        if deliveries.is_empty() {
+            outcome.stopped = self.shutdown.is_requested();
+            return Ok(outcome);
+        }
+        outcome.received = deliveries.len();
+        metrics::messages_received(deliveries.len());
+
+        let mut events: Vec<LineageEvent> = Vec::with_capacity(deliveries.len());
+        let mut held: Vec<Delivery> = Vec::with_capacity(deliveries.len());
+        let mut rejects: Vec<(Delivery, String)> = Vec::new();
+        let max_deliveries = self.options.max_retries.saturating_add(1);
+        for delivery in deliveries {
+            if delivery.attempt > max_deliveries {
+                let reason = format!(
+                    "delivered {} times without being stored (max_retries {})",
+                    delivery.attempt, self.options.max_retries
+                );
+                rejects.push((delivery, reason));
+                continue;
+            }
+            match self.decoder.decode(&delivery) {
+                Decoded::Event(event) => {
+                    events.push(*event);
+                    held.push(delivery);
+                }
+                Decoded::Reject(reason) => rejects.push((delivery, reason)),
+            }
+        }
+        if !rejects.is_empty() {
+            self.consumer.dead_letter(&rejects).await?;
+            for (_, reason) in &rejects {
+                metrics::dead_lettered(reason);
+            }
+            outcome.dead_lettered = rejects.len();
+        }
+        if events.is_empty() {
+            return Ok(outcome);
+        }
+        if let Some(limiter) = &self.limiter {
+            limiter.acquire(events.len()).await;
+        }
+        self.commit_and_ack(events, held, &mut outcome).await?;
+        Ok(outcome)
+    }
+
+    /// Receive up to `batch_size` messages: wait for the first, then linger briefly to fill.
+    async fn collect_batch(&mut self) -> Result<Vec<Delivery>, WorkerError> {
+        let max = match &self.limiter {
+            Some(l) => self.options.batch_size.min(l.burst()),
+            None => self.options.batch_size,
+        }
+        .max(1);
+        let mut shutdown = self.shutdown.clone();
+        let mut batch = tokio::select! {
+            r = self.consumer.receive(max, self.options.poll) => r?,
+            _ = shutdown.requested() => return Ok(Vec::new()),
+        };
+        if batch.is_empty() || batch.len() >= max {
+            return Ok(batch);
+        }
+        let deadline = Instant::now() + self.options.linger;
+        while batch.len() < max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let more = self.consumer.receive(max - batch.len(), left).await?;
+            if more.is_empty() {
+                break;
+            }
+            batch.extend(more);
+        }
+        Ok(batch)
+    }
+
+    async fn commit_and_ack(
+        &mut self,
+        events: Vec<LineageEvent>,
+        held: Vec<Delivery>,
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), WorkerError> {
+        let tags: Vec<DeliveryTag> = held.iter().map(|d| d.tag.clone()).collect();
+        let mut failures = 0u32;
+        let mut last_extend = Instant::now();
+        loop {
+            let started = Instant::now();
+            match self.store.commit_batch(&events).await {
+                Ok(report) => {
+                    if !self.store_up {
+                        self.store_up = true;
+                        metrics::store_state_changed(true, "commit succeeded");
+                    }
+                    metrics::batch_committed(report.inserted, report.duplicates, started.elapsed());
+                    outcome.persisted += report.inserted;
+                    outcome.duplicates += report.duplicates;
+                    self.consumer.ack(&tags).await?;
+                    return Ok(());
+                }
+                Err(error) if error.is_transient() => {
+                    if self.store_up {
+                        self.store_up = false;
+                        metrics::store_state_changed(false, &error.to_string());
+                    }
+                    let delay = self.options.backoff.delay(failures);
+                    failures = failures.saturating_add(1);
+                    metrics::commit_retry(&error, delay);
+                    // Keep the leases alive well within the visibility timeout.
+                    if last_extend.elapsed() >= self.options.visibility_timeout / 3 {
+                        self.consumer.extend(&tags).await?;
+                        last_extend = Instant::now();
+                    }
+                    let mut shutdown = self.shutdown.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.requested() => {
+                            // Cannot finish this batch: give it back for immediate redelivery.
+                            self.consumer.retry_later(&tags, Duration::ZERO).await?;
+                            outcome.retried += tags.len();
+                            outcome.stopped = true;
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(message = "Store refused the batch; committing events one by one.", %error);
+                    return self.commit_one_by_one(events, held, outcome).await;
+                }
+            }
+        }
+    }
+
+    /// A permanent store error: isolate the event(s) that cause it. Those that commit are
+    /// acknowledged; the others are retried later and dead-lettered after `max_retries`.
+    async fn commit_one_by_one(
+        &mut self,
+        events: Vec<LineageEvent>,
+        held: Vec<Delivery>,
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), WorkerError> {
+        for (event, delivery) in events.into_iter().zip(held) {
+            match self.store.commit_batch(std::slice::from_ref(&event)).await {
+                Ok(report) => {
+                    outcome.persisted += report.inserted;
+                    outcome.duplicates += report.duplicates;
+                    self.consumer
+                        .ack(std::slice::from_ref(&delivery.tag))
+                        .await?;
+                }
+                Err(error) if delivery.attempt > self.options.max_retries => {
+                    let reason = format!("store refused it {} times: {error}", delivery.attempt);
+                    metrics::dead_lettered(&reason);
+                    self.consumer.dead_letter(&[(delivery, reason)]).await?;
+                    outcome.dead_lettered += 1;
+                }
+                Err(error) => {
+                    let delay = self.options.backoff.delay(delivery.attempt);
+                    metrics::commit_retry(&error, delay);
+                    self.consumer
+                        .retry_later(std::slice::from_ref(&delivery.tag), delay)
+                        .await?;
+                    outcome.retried += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! `geoprov serve`: HTTP ingest + workers + query API + `/metrics` in one process.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{open_broker, open_store, spawn_workers, CliError, WorkerArgs};
+use crate::config::Config;
+use crate::http::{router, AppState};
+
+/// Flags of `geoprov serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    worker: WorkerArgs,
+    /// Run only the HTTP API (ingest and reads), no workers.
+    #[arg(long)]
+    no_workers: bool,
+}
+
+/// Run until SIGINT/SIGTERM; workers finish and acknowledge their batch, then exit 0.
+pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError> {
+    config.check_listen_is_safe()?;
+    let metrics = crate::metrics::install();
+    let broker = open_broker(config).await?;
+    let store = open_store(config).await?;
+    store.migrate().await?;
+    let producer = broker.producer().await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", config.listen)))?;
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let mut workers = if args.no_workers {
+        tokio::task::JoinSet::new()
+    } else {
+        spawn_workers(&broker, &store, &args.worker, &shutdown).await?
+    };
+
+    let state = AppState {
+        producer,
+        broker: broker.clone(),
+        store: store.clone(),
+        metrics,
+        token: config.token.clone(),
+        max_payload_bytes: args.worker.max_payload_bytes,
+    };
+    tracing::info!(
+        message = "geoprov serving.",
+        listen = %config.listen,
+        broker = %crate::config::redact_url(&config.broker_url),
+        store = %crate::config::redact_url(&config.store_url),
+        workers = workers.len(),
+    );
+    let mut http_shutdown = shutdown.clone();
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { http_shutdown.requested().await });
+    let server = tokio::spawn(async move { server.await });
+
+    crate::shutdown::os_signal().await;
+    tracing::info!(message = "Shutdown requested; finishing the batches in hand.");
+    trigger.trigger();
+    while workers.join_next().await.is_some() {}
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(CliError::Failed(format!("HTTP server failed: {e}"))),
+        Err(e) => return Err(CliError::Failed(format!("HTTP server task failed: {e}"))),
+    }
+    tracing::info!(message = "Stopped cleanly.");
+    Ok(ExitCode::SUCCESS)
+}

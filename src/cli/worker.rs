@@ -1,0 +1,36 @@
+//! `geoprov worker`: consume from `--broker`, persist to `--store`, until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{open_broker, open_store, spawn_workers, CliError, WorkerArgs};
+use crate::config::Config;
+
+/// Flags of `geoprov worker`.
+#[derive(Debug, Args)]
+pub struct WorkerCmdArgs {
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+/// Run workers until a signal; the batch in hand is committed and acknowledged, then exit 0.
+pub async fn run(config: &Config, args: WorkerCmdArgs) -> Result<ExitCode, CliError> {
+    let broker = open_broker(config).await?;
+    let store = open_store(config).await?;
+    store.migrate().await?;
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let mut workers = spawn_workers(&broker, &store, &args.worker, &shutdown).await?;
+    tracing::info!(
+        message = "geoprov worker started.",
+        broker = %crate::config::redact_url(&config.broker_url),
+        store = %crate::config::redact_url(&config.store_url),
+        concurrency = workers.len(),
+    );
+    crate::shutdown::os_signal().await;
+    tracing::info!(message = "Shutdown requested; finishing the batches in hand.");
+    trigger.trigger();
+    while workers.join_next().await.is_some() {}
+    tracing::info!(message = "Stopped cleanly.");
+    Ok(ExitCode::SUCCESS)
+}
