@@ -1,0 +1,408 @@
+//! The conformance suite for the [`Store`] trait: every backend runs every case.
+//!
+//! Each case is a plain `async fn` that takes a freshly migrated, empty store as
+//! `Arc<dyn Store>` and panics on failure. A backend's test module stamps one `#[tokio::test]`
+//! per case (see `sqlite_store.rs`), giving each its own database, so cases may run in parallel.
+//! Backend-specific behaviour (triggers seen through raw SQL, locks, schema versions) is tested
+//! in the backend's own module, not here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use chrono::{SubsecRound, Utc};
+use geoprov::event::{parse_event, LineageEvent, DEFAULT_MAX_PAYLOAD_BYTES};
+use geoprov::store::{CommitReport, Direction, LineageGraph, Store};
+use serde_json::json;
+use uuid::Uuid;
+
+/// An event built the way the worker builds them: payload bytes through `parse_event`.
+pub fn event_from(payload: &serde_json::Value) -> LineageEvent {
+    let bytes = serde_json::to_vec(payload).expect("serialize payload");
+    parse_event(&bytes, DEFAULT_MAX_PAYLOAD_BYTES)
+        .unwrap_or_else(|e| panic!("suite payload refused: {e}: {payload}"))
+}
+
+/// A transformation reading `inputs` and writing `outputs` (the first output is the seed's
+/// `dataset_uuid`). A fresh `run` id makes every call a distinct event.
+pub fn step(operation: &str, inputs: &[Uuid], outputs: &[Uuid]) -> LineageEvent {
+    let payload = json!({
+        "dataset_uuid": outputs[0],
+        "operation": operation,
+        "processor_id": "store-suite",
+        "crs_from": "EPSG:32633",
+        "crs_to": "EPSG:3857",
+        "inputs": inputs,
+        "outputs": outputs,
+        "run": Uuid::new_v4(),
+    });
+    let mut event = event_from(&payload);
+    // The graph fields must be what the payload says. `parse_event` fills them from `inputs`
+    // and `outputs`; an older, simplified validator left them at their defaults, which these
+    // two lines make up for (they change nothing when the validator filled them).
+    if event.inputs.is_empty() {
+        event.inputs = inputs.to_vec();
+    }
+    if event.outputs.len() < outputs.len() {
+        event.outputs = outputs.to_vec();
+    }
+    event
+}
+
+/// `n` distinct single-output events with no inputs.
+pub fn sources(n: usize) -> Vec<LineageEvent> {
+    (0..n)
+        .map(|_| step("ingest", &[], &[Uuid::new_v4()]))
+        .collect()
+}
+
+fn ids(n: usize) -> Vec<Uuid> {
+    (0..n).map(|_| Uuid::new_v4()).collect()
+}
+
+async fn commit(store: &Arc<dyn Store>, batch: &[LineageEvent]) -> CommitReport {
+    store.commit_batch(batch).await.expect("commit_batch")
+}
+
+async fn walk(store: &Arc<dyn Store>, root: Uuid, direction: Direction, depth: u32) -> LineageGraph {
+    store
+        .lineage(root, direction, depth)
+        .await
+        .expect("lineage walk")
+}
+
+/// The walk's nodes as a map dataset → depth (and no node listed twice).
+fn depths(graph: &LineageGraph) -> BTreeMap<Uuid, u32> {
+    let map: BTreeMap<Uuid, u32> = graph.nodes.iter().copied().collect();
+    assert_eq!(map.len(), graph.nodes.len(), "a node is listed twice");
+    map
+}
+
+/// The walk's edges as (from, to) pairs (and no edge listed twice).
+fn edge_pairs(graph: &LineageGraph) -> BTreeSet<(Uuid, Uuid)> {
+    let set: BTreeSet<(Uuid, Uuid)> = graph.edges.iter().map(|e| (e.from, e.to)).collect();
+    assert_eq!(set.len(), graph.edges.len(), "an edge is listed twice");
+    set
+}
+
+fn expect_nodes(graph: &LineageGraph, expected: &[(Uuid, u32)]) {
+    let expected: BTreeMap<Uuid, u32> = expected.iter().copied().collect();
+    assert_eq!(depths(graph), expected);
+}
+
+/// Every column of a committed event reads back as it was written.
+pub async fn roundtrip(store: Arc<dyn Store>) {
+    let full = event_from(&json!({
+        "dataset_uuid": Uuid::new_v4(),
+        "operation": "reproject",
+        "processor_id": "gdalwarp@host-1",
+        "crs_from": "EPSG:32633",
+        "crs_to": "EPSG:3857",
+        "parameters": {"resampling": "bilinear", "nodata": -9999},
+        "note": "non-ASCII: Zürich, 東京, 🌍",
+    }));
+    let bare = event_from(&json!({
+        "dataset_uuid": Uuid::new_v4(),
+        "operation": "ingest",
+        "processor_id": "scanner",
+    }));
+    let before = Utc::now().trunc_subsecs(6);
+    let report = commit(&store, &[full.clone(), bare.clone()]).await;
+    let after = Utc::now();
+    assert_eq!(
+        report,
+        CommitReport {
+            inserted: 2,
+            duplicates: 0,
+            log_size: 2
+        }
+    );
+
+    for (position, event) in [(0_u64, &full), (1, &bare)] {
+        let row = store
+            .get_event(&event.event_id)
+            .await
+            .expect("get_event")
+            .expect("the committed event is stored");
+        assert_eq!(row.position, position);
+        assert_eq!(row.event_id, event.event_id.to_hex());
+        assert_eq!(row.dataset_uuid, event.dataset_uuid.to_string());
+        assert_eq!(row.operation, event.operation);
+        assert_eq!(row.crs_from, event.crs_from);
+        assert_eq!(row.crs_to, event.crs_to);
+        assert_eq!(row.processor_id, event.processor_id);
+        assert_eq!(row.payload_json, event.payload_json);
+        assert!(
+            before <= row.recorded_at && row.recorded_at <= after,
+            "recorded_at {} is not between {before} and {after}",
+            row.recorded_at
+        );
+        // The payload text is stored byte for byte, so the id can be recomputed from the row.
+        assert_eq!(
+            geoprov::event::EventId::of_canonical_json(&row.payload_json),
+            event.event_id
+        );
+    }
+    assert_eq!(full.crs_from.as_deref(), Some("EPSG:32633"));
+    assert_eq!(bare.crs_from, None);
+
+    let unknown = event_from(&json!({
+        "dataset_uuid": Uuid::new_v4(), "operation": "never", "processor_id": "stored",
+    }));
+    assert_eq!(store.get_event(&unknown.event_id).await.expect("get"), None);
+}
+
+/// Duplicates, stored before or repeated inside a batch, are counted and never an error.
+pub async fn duplicates_are_counted(store: Arc<dyn Store>) {
+    let events = sources(20);
+    let first = commit(&store, &events[..10]).await;
+    assert_eq!((first.inserted, first.duplicates, first.log_size), (10, 0, 10));
+
+    // The same batch again: all duplicates.
+    let again = commit(&store, &events[..10]).await;
+    assert_eq!((again.inserted, again.duplicates, again.log_size), (0, 10, 10));
+
+    // Five old, ten new, and three of the new ones repeated inside the batch.
+    let mut mixed: Vec<LineageEvent> = events[5..20].to_vec();
+    mixed.extend_from_slice(&events[12..15]);
+    let report = commit(&store, &mixed).await;
+    assert_eq!(
+        (report.inserted, report.duplicates, report.log_size),
+        (10, 8, 20)
+    );
+    assert_eq!(store.count().await.expect("count"), 20);
+
+    // An empty batch changes nothing.
+    let empty = commit(&store, &[]).await;
+    assert_eq!((empty.inserted, empty.duplicates, empty.log_size), (0, 0, 20));
+}
+
+/// Positions are 0..n-1, without gaps, in the order events were first committed.
+pub async fn positions_are_dense_in_commit_order(store: Arc<dyn Store>) {
+    let events = sources(40);
+    let batches: [&[LineageEvent]; 4] = [&events[0..7], &events[3..20], &events[20..21], &events[15..40]];
+    let mut expected_order = Vec::new();
+    for batch in batches {
+        commit(&store, batch).await;
+        for event in batch {
+            let hex = event.event_id.to_hex();
+            if !expected_order.contains(&hex) {
+                expected_order.push(hex);
+            }
+        }
+    }
+    let rows = store.scan(0, 1000).await.expect("scan");
+    let positions: Vec<u64> = rows.iter().map(|r| r.position).collect();
+    assert_eq!(positions, (0..40).collect::<Vec<u64>>());
+    let order: Vec<String> = rows.into_iter().map(|r| r.event_id).collect();
+    assert_eq!(order, expected_order);
+}
+
+/// `scan` pages through the log in position order.
+pub async fn scan_pages(store: Arc<dyn Store>) {
+    let events = sources(25);
+    commit(&store, &events[..12]).await;
+    commit(&store, &events[12..]).await;
+
+    let mut all = Vec::new();
+    let mut from = 0;
+    let mut pages = Vec::new();
+    loop {
+        let page = store.scan(from, 10).await.expect("scan");
+        if page.is_empty() {
+            break;
+        }
+        pages.push(page.len());
+        from = page.last().map(|r| r.position + 1).expect("non-empty page");
+        all.extend(page);
+    }
+    assert_eq!(pages, vec![10, 10, 5]);
+    let got: Vec<String> = all.iter().map(|r| r.event_id.clone()).collect();
+    let want: Vec<String> = events.iter().map(|e| e.event_id.to_hex()).collect();
+    assert_eq!(got, want);
+
+    let middle = store.scan(7, 3).await.expect("scan");
+    assert_eq!(
+        middle.iter().map(|r| r.position).collect::<Vec<_>>(),
+        vec![7, 8, 9]
+    );
+    assert!(store.scan(25, 10).await.expect("scan").is_empty());
+    assert!(store.scan(u64::MAX, 10).await.expect("scan").is_empty());
+    assert!(store.scan(0, 0).await.expect("scan").is_empty());
+    assert_eq!(store.scan(20, usize::MAX).await.expect("scan").len(), 5);
+}
+
+/// `count` is the log size and matches every commit report.
+pub async fn count_is_log_size(store: Arc<dyn Store>) {
+    assert_eq!(store.count().await.expect("count"), 0);
+    let events = sources(30);
+    let mut stored = 0;
+    for chunk in events.chunks(7) {
+        let report = commit(&store, chunk).await;
+        stored += chunk.len() as u64;
+        assert_eq!(report.log_size, stored);
+        assert_eq!(store.count().await.expect("count"), stored);
+    }
+    commit(&store, &events).await;
+    assert_eq!(store.count().await.expect("count"), 30);
+}
+
+/// A chain a0 → a1 → … → a5, walked both ways, with depth bounds.
+pub async fn lineage_chain(store: Arc<dyn Store>) {
+    let a = ids(6);
+    let batch: Vec<LineageEvent> = (1..6).map(|i| step("derive", &[a[i - 1]], &[a[i]])).collect();
+    commit(&store, &batch).await;
+
+    let up = walk(&store, a[5], Direction::Upstream, 10).await;
+    assert_eq!(up.root, Some(a[5]));
+    expect_nodes(&up, &[(a[5], 0), (a[4], 1), (a[3], 2), (a[2], 3), (a[1], 4), (a[0], 5)]);
+    let expected_edges: BTreeSet<(Uuid, Uuid)> = (1..6).map(|i| (a[i - 1], a[i])).collect();
+    assert_eq!(edge_pairs(&up), expected_edges);
+    for edge in &up.edges {
+        assert_eq!(edge.operation, "derive");
+        assert!(batch.iter().any(|e| e.event_id.to_hex() == edge.event_id));
+    }
+
+    let down = walk(&store, a[0], Direction::Downstream, 10).await;
+    expect_nodes(&down, &[(a[0], 0), (a[1], 1), (a[2], 2), (a[3], 3), (a[4], 4), (a[5], 5)]);
+    assert_eq!(edge_pairs(&down), expected_edges);
+
+    let mid_up = walk(&store, a[3], Direction::Upstream, 10).await;
+    expect_nodes(&mid_up, &[(a[3], 0), (a[2], 1), (a[1], 2), (a[0], 3)]);
+    let mid_down = walk(&store, a[3], Direction::Downstream, 10).await;
+    expect_nodes(&mid_down, &[(a[3], 0), (a[4], 1), (a[5], 2)]);
+}
+
+/// The depth bound: depth 0 is the root alone; depth n stops n edges away, with only the edges
+/// leaving nodes closer than n.
+pub async fn lineage_depth_bound(store: Arc<dyn Store>) {
+    let a = ids(6);
+    let batch: Vec<LineageEvent> = (1..6).map(|i| step("derive", &[a[i - 1]], &[a[i]])).collect();
+    commit(&store, &batch).await;
+
+    let zero = walk(&store, a[5], Direction::Upstream, 0).await;
+    expect_nodes(&zero, &[(a[5], 0)]);
+    assert!(zero.edges.is_empty());
+
+    let two = walk(&store, a[5], Direction::Upstream, 2).await;
+    expect_nodes(&two, &[(a[5], 0), (a[4], 1), (a[3], 2)]);
+    assert_eq!(
+        edge_pairs(&two),
+        BTreeSet::from([(a[4], a[5]), (a[3], a[4])])
+    );
+
+    let down = walk(&store, a[0], Direction::Downstream, 1).await;
+    expect_nodes(&down, &[(a[0], 0), (a[1], 1)]);
+
+    // A dataset nothing mentions is a graph of its root alone.
+    let stranger = Uuid::new_v4();
+    let alone = walk(&store, stranger, Direction::Upstream, 5).await;
+    expect_nodes(&alone, &[(stranger, 0)]);
+    assert!(alone.edges.is_empty());
+}
+
+/// A diamond: top feeds left and right, which both feed bottom.
+pub async fn lineage_diamond(store: Arc<dyn Store>) {
+    let [top, left, right, bottom] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    commit(
+        &store,
+        &[
+            step("reproject", &[top], &[left]),
+            step("tile", &[top], &[right]),
+            step("mosaic", &[left, right], &[bottom]),
+        ],
+    )
+    .await;
+    let all_edges = BTreeSet::from([(top, left), (top, right), (left, bottom), (right, bottom)]);
+
+    let up = walk(&store, bottom, Direction::Upstream, 10).await;
+    expect_nodes(&up, &[(bottom, 0), (left, 1), (right, 1), (top, 2)]);
+    assert_eq!(edge_pairs(&up), all_edges);
+
+    let down = walk(&store, top, Direction::Downstream, 10).await;
+    expect_nodes(&down, &[(top, 0), (left, 1), (right, 1), (bottom, 2)]);
+    assert_eq!(edge_pairs(&down), all_edges);
+
+    let ops: BTreeSet<&str> = up.edges.iter().map(|e| e.operation.as_str()).collect();
+    assert_eq!(ops, BTreeSet::from(["mosaic", "reproject", "tile"]));
+}
+
+/// A cycle a → b → c → a (plus a tail into a) terminates with the right node set, whatever the
+/// depth asked for.
+pub async fn lineage_cycle(store: Arc<dyn Store>) {
+    let [a, b, c, tail] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    commit(
+        &store,
+        &[
+            step("derive", &[a], &[b]),
+            step("derive", &[b], &[c]),
+            step("derive", &[c], &[a]),
+            step("derive", &[tail], &[a]),
+            // A dataset that is its own input.
+            step("patch", &[b], &[b]),
+        ],
+    )
+    .await;
+
+    for depth in [3, 100, u32::MAX] {
+        let up = walk(&store, a, Direction::Upstream, depth).await;
+        expect_nodes(&up, &[(a, 0), (c, 1), (tail, 1), (b, 2)]);
+        assert_eq!(
+            edge_pairs(&up),
+            BTreeSet::from([(c, a), (tail, a), (b, c), (a, b), (b, b)])
+        );
+
+        let down = walk(&store, a, Direction::Downstream, depth).await;
+        expect_nodes(&down, &[(a, 0), (b, 1), (c, 2)]);
+        assert_eq!(
+            edge_pairs(&down),
+            BTreeSet::from([(a, b), (b, c), (c, a), (b, b)])
+        );
+    }
+    let short = walk(&store, a, Direction::Downstream, 1).await;
+    expect_nodes(&short, &[(a, 0), (b, 1)]);
+}
+
+/// A fan-out of 10,000 (one source read by 10,000 events) and a fan-in of 10,000 (one event
+/// reading 10,000 inputs) give exactly the expected nodes.
+pub async fn lineage_wide_fan_out(store: Arc<dyn Store>) {
+    const WIDTH: usize = 10_000;
+    let root = Uuid::new_v4();
+    let children = ids(WIDTH);
+    let fan_out: Vec<LineageEvent> = children
+        .iter()
+        .map(|child| step("tile", &[root], &[*child]))
+        .collect();
+    for chunk in fan_out.chunks(1000) {
+        commit(&store, chunk).await;
+    }
+    let down = walk(&store, root, Direction::Downstream, 3).await;
+    assert_eq!(down.nodes.len(), WIDTH + 1);
+    assert_eq!(down.edges.len(), WIDTH);
+    let reached = depths(&down);
+    assert_eq!(reached.get(&root), Some(&0));
+    assert!(children.iter().all(|c| reached.get(c) == Some(&1)));
+
+    let mosaic = Uuid::new_v4();
+    let report = commit(&store, &[step("mosaic", &children, &[mosaic])]).await;
+    assert_eq!(report.inserted, 1);
+    let up = walk(&store, mosaic, Direction::Upstream, 1).await;
+    assert_eq!(up.nodes.len(), WIDTH + 1);
+    assert_eq!(up.edges.len(), WIDTH);
+    let up2 = walk(&store, mosaic, Direction::Upstream, 2).await;
+    assert_eq!(up2.nodes.len(), WIDTH + 2, "the root is two levels up");
+    assert_eq!(depths(&up2).get(&root), Some(&2));
+    assert_eq!(up2.edges.len(), 2 * WIDTH);
+}
+
+/// `migrate` on an up-to-date store changes nothing and returns the same version.
+pub async fn migrate_is_idempotent(store: Arc<dyn Store>) {
+    let events = sources(5);
+    commit(&store, &events).await;
+    let first = store.migrate().await.expect("migrate");
+    let second = store.migrate().await.expect("migrate again");
+    assert!(first >= 1);
+    assert_eq!(first, second);
+    assert_eq!(store.count().await.expect("count"), 5);
+    let report = commit(&store, &events).await;
+    assert_eq!((report.inserted, report.duplicates), (0, 5));
+}

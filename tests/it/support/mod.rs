@@ -1,0 +1,186 @@
+//! Shared helpers for the integration tests: a real `geoprov` child process on a temporary data
+//! dir and a free port, event generators, and direct reads of the SQLite store.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The geoprov binary built for these tests.
+pub fn geoprov_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_geoprov")
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A `geoprov serve` child process; killed (SIGKILL) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Start `geoprov serve` on `data_dir` with extra flags and wait until /healthz answers.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let log = data_dir.join(format!("serve-{port}.log"));
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(geoprov_bin())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
+            .env("GEOPROV_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn geoprov serve");
+        let server = Server {
+            child,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        };
+        server.wait_healthy(Duration::from_secs(30));
+        server
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:4321`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Block until /healthz answers 200.
+    pub fn wait_healthy(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(resp) = get_status(&format!("{}/healthz", self.url())) {
+                if resp == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "geoprov serve did not become healthy; log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// SIGKILL the process and reap it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM the process and wait for its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// GET `url` from synchronous code and return the status code.
+pub fn get_status(url: &str) -> Result<u16, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            ::reqwest::get(url)
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string())
+        })
+}
+
+/// POST a body to /v1/events and return (status, JSON answer).
+pub async fn post_events(base: &str, body: String) -> (u16, serde_json::Value) {
+    let resp = ::reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("POST /v1/events");
+    let status = resp.status().as_u16();
+    let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// `n` distinct valid event payloads as JSON text; `tag` keeps sets from different tests apart.
+pub fn valid_events(n: usize, tag: &str) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let ds = uuid::Uuid::new_v4();
+            format!(
+                r#"{{"dataset_uuid": "{ds}", "operation": "reproject", "crs_from": "EPSG:32633", "crs_to": "EPSG:3857", "processor_id": "test-{tag}", "sequence": {i}, "parameters": {{"resampling": "bilinear", "target_resolution": 10.0}}}}"#
+            )
+        })
+        .collect()
+}
+
+/// Open the SQLite store of a data dir read-only-ish and count the rows.
+pub fn sqlite_row_count(data_dir: &Path) -> u64 {
+    let conn = rusqlite::Connection::open(data_dir.join("lineage.db")).expect("open store");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy");
+    conn.query_row("SELECT count(*) FROM lineage_events", [], |r| r.get::<_, i64>(0))
+        .map(|n| u64::try_from(n).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// Distinct event ids and whether log positions are exactly 0..n-1.
+pub fn sqlite_distinct_and_dense(data_dir: &Path) -> (u64, bool) {
+    let conn = rusqlite::Connection::open(data_dir.join("lineage.db")).expect("open store");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy");
+    let (distinct, n, min, max): (i64, i64, Option<i64>, Option<i64>) = conn
+        .query_row(
+            "SELECT count(DISTINCT event_id), count(*), min(log_position), max(log_position) FROM lineage_events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .expect("query");
+    let dense = n == 0 || (min == Some(0) && max == Some(n - 1));
+    (u64::try_from(distinct).unwrap_or(0), dense)
+}
+
+/// Poll `f` until it returns true or `within` passes.
+pub fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    f()
+}
