@@ -13,10 +13,19 @@
 //!
 //! - [`event`] (pure): raw payload → validated [`event::LineageEvent`] with its `event_id`.
 //! - [`broker`]: the `Broker`/`Producer`/`Consumer` traits and their backends.
+//! - [`celery`] (pure): Celery protocol v2 messages (kombu Redis envelope, AMQP delivery) →
+//!   [`celery::CeleryTask`]; result backend records; refuses pickle, v1 and foreign tasks.
 //! - [`store`]: the `Store` trait and its backends.
+//! - [`tlog`] (pure): RFC 6962/9162 Merkle tree (leaf hashes, compact range, inclusion and
+//!   consistency proofs), the `geoprov/leaf/v1` leaf encoding, C2SP checkpoints signed as
+//!   Ed25519 signed notes. No storage, no HTTP.
 //! - [`worker`]: the consume → validate → batch → commit → ack loop; knows only the traits.
 //! - [`ingest`]: splits a request or file body (object, array, NDJSON) into payloads.
 //! - [`lineage`]: lineage walks presented as JSON, text or Graphviz DOT.
+//! - [`prov`] (pure): stored events → W3C PROV-JSON, streamed one section per pass in flat memory.
+//! - [`sample`]: the bundled sample pipeline (Sentinel-2 scenes → reproject → tile → mosaic →
+//!   validate → publish) as lineage event payloads.
+//! - [`export`]: drives the PROV-JSON writer over store pages (flat memory, filters).
 //! - [`http`]: the axum router (`POST /v1/events`, reads, `/metrics`, `/healthz`).
 //! - [`metrics`]: every metric name, one function per observable event.
 //! - [`config`]: flags > environment > defaults, validated once.
@@ -24,13 +33,18 @@
 //! - [`shutdown`]: SIGINT/SIGTERM → a shared signal every task listens to.
 
 pub mod broker;
+pub mod celery;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod export;
 pub mod http;
 pub mod ingest;
 pub mod lineage;
 pub mod metrics;
+pub mod prov;
+pub mod sample;
 pub mod shutdown;
 pub mod store;
+pub mod tlog;
 pub mod worker;

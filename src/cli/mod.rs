@@ -8,6 +8,7 @@ mod bench;
 mod dlq;
 mod emit;
 mod event_id;
+mod export;
 mod lineage;
 mod migrate;
 mod serve;
@@ -73,6 +74,8 @@ enum Command {
     Migrate,
     /// Walk the lineage graph from a dataset.
     Lineage(lineage::LineageArgs),
+    /// Export the lineage (W3C PROV-JSON).
+    Export(export::ExportArgs),
     /// Dead letters: list, replay, purge.
     Dlq(dlq::DlqArgs),
     /// End-to-end throughput and latency on the configured broker and store.
@@ -202,6 +205,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::EventId(args) => event_id::run(args),
         Command::Migrate => migrate::run(&config).await,
         Command::Lineage(args) => lineage::run(&config, args).await,
+        Command::Export(args) => export::run(&config, args).await,
         Command::Dlq(args) => dlq::run(&config, args).await,
         Command::Bench(args) => bench::run(&config, args).await,
     }

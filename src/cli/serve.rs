@@ -16,6 +16,10 @@ pub struct ServeArgs {
     /// Run only the HTTP API (ingest and reads), no workers.
     #[arg(long)]
     no_workers: bool,
+    /// Load the bundled sample pipeline (Sentinel-2 scenes → reproject → tile → mosaic →
+    /// validate topology → publish) at start, so there is a real graph to look at.
+    #[arg(long)]
+    demo: bool,
 }
 
 /// Run until SIGINT/SIGTERM; workers finish and acknowledge their batch, then exit 0.
@@ -26,6 +30,16 @@ pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError>
     let store = open_store(config).await?;
     store.migrate().await?;
     let producer = broker.producer().await?;
+    if args.demo {
+        let sample = crate::sample::sample_ndjson();
+        let batch = crate::ingest::prepare(sample.as_bytes(), args.worker.max_payload_bytes);
+        producer.enqueue(&batch.accepted_bodies()).await?;
+        tracing::info!(
+            message = "Sample pipeline enqueued.",
+            events = batch.accepted_count(),
+            try_this = %format!("geoprov lineage {} --upstream", crate::sample::PUBLISHED),
+        );
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

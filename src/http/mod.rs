@@ -7,6 +7,7 @@ mod auth;
 mod datasets;
 mod error;
 mod events;
+mod export;
 mod health;
 
 use std::sync::Arc;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(events::post_events))
         .route("/v1/events/{event_id}", get(events::get_event))
         .route("/v1/datasets/{uuid}/lineage", get(datasets::get_lineage))
+        .route("/v1/export/prov", get(export::get_prov))
         .route("/metrics", get(health::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use geoprov::broker::embedded::EmbeddedBroker;
-use geoprov::broker::{Broker, BrokerError, Consumer, ConsumerOptions, Delivery, DeliveryTag};
+use geoprov::broker::{Broker, BrokerError, ConsumerOptions, Delivery, DeliveryTag};
 
 /// A queue file in its own temporary directory, removed on drop.
 struct TempQueue {
@@ -203,13 +203,14 @@ async fn extend_keeps_messages_invisible() {
         .enqueue(&bodies(3))
         .await
         .unwrap();
-    let mut holder = broker.consumer(options(SHORT)).await.unwrap();
-    let mut other = broker.consumer(options(SHORT)).await.unwrap();
+    let visibility = Duration::from_millis(600);
+    let mut holder = broker.consumer(options(visibility)).await.unwrap();
+    let mut other = broker.consumer(options(visibility)).await.unwrap();
 
     let held = holder.receive(10, NO_WAIT).await.unwrap();
     assert_eq!(held.len(), 3);
-    // Extend every 150ms for 900ms (three visibility timeouts): never visible meanwhile.
-    for _ in 0..6 {
+    // Extend every 150ms for 1.2s (two visibility timeouts): never visible meanwhile.
+    for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(150)).await;
         holder.extend(&tags(&held)).await.unwrap();
         assert!(other.receive(10, NO_WAIT).await.unwrap().is_empty());

@@ -4,3 +4,5 @@ mod embedded_broker;
 mod cli;
 mod e2e_embedded;
 mod support;
+mod sqlite_store;
+mod store_suite;

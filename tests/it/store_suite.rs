@@ -63,7 +63,12 @@ async fn commit(store: &Arc<dyn Store>, batch: &[LineageEvent]) -> CommitReport 
     store.commit_batch(batch).await.expect("commit_batch")
 }
 
-async fn walk(store: &Arc<dyn Store>, root: Uuid, direction: Direction, depth: u32) -> LineageGraph {
+async fn walk(
+    store: &Arc<dyn Store>,
+    root: Uuid,
+    direction: Direction,
+    depth: u32,
+) -> LineageGraph {
     store
         .lineage(root, direction, depth)
         .await
@@ -155,11 +160,17 @@ pub async fn roundtrip(store: Arc<dyn Store>) {
 pub async fn duplicates_are_counted(store: Arc<dyn Store>) {
     let events = sources(20);
     let first = commit(&store, &events[..10]).await;
-    assert_eq!((first.inserted, first.duplicates, first.log_size), (10, 0, 10));
+    assert_eq!(
+        (first.inserted, first.duplicates, first.log_size),
+        (10, 0, 10)
+    );
 
     // The same batch again: all duplicates.
     let again = commit(&store, &events[..10]).await;
-    assert_eq!((again.inserted, again.duplicates, again.log_size), (0, 10, 10));
+    assert_eq!(
+        (again.inserted, again.duplicates, again.log_size),
+        (0, 10, 10)
+    );
 
     // Five old, ten new, and three of the new ones repeated inside the batch.
     let mut mixed: Vec<LineageEvent> = events[5..20].to_vec();
@@ -173,13 +184,21 @@ pub async fn duplicates_are_counted(store: Arc<dyn Store>) {
 
     // An empty batch changes nothing.
     let empty = commit(&store, &[]).await;
-    assert_eq!((empty.inserted, empty.duplicates, empty.log_size), (0, 0, 20));
+    assert_eq!(
+        (empty.inserted, empty.duplicates, empty.log_size),
+        (0, 0, 20)
+    );
 }
 
 /// Positions are 0..n-1, without gaps, in the order events were first committed.
 pub async fn positions_are_dense_in_commit_order(store: Arc<dyn Store>) {
     let events = sources(40);
-    let batches: [&[LineageEvent]; 4] = [&events[0..7], &events[3..20], &events[20..21], &events[15..40]];
+    let batches: [&[LineageEvent]; 4] = [
+        &events[0..7],
+        &events[3..20],
+        &events[20..21],
+        &events[15..40],
+    ];
     let mut expected_order = Vec::new();
     for batch in batches {
         commit(&store, batch).await;
@@ -249,12 +268,24 @@ pub async fn count_is_log_size(store: Arc<dyn Store>) {
 /// A chain a0 → a1 → … → a5, walked both ways, with depth bounds.
 pub async fn lineage_chain(store: Arc<dyn Store>) {
     let a = ids(6);
-    let batch: Vec<LineageEvent> = (1..6).map(|i| step("derive", &[a[i - 1]], &[a[i]])).collect();
+    let batch: Vec<LineageEvent> = (1..6)
+        .map(|i| step("derive", &[a[i - 1]], &[a[i]]))
+        .collect();
     commit(&store, &batch).await;
 
     let up = walk(&store, a[5], Direction::Upstream, 10).await;
     assert_eq!(up.root, Some(a[5]));
-    expect_nodes(&up, &[(a[5], 0), (a[4], 1), (a[3], 2), (a[2], 3), (a[1], 4), (a[0], 5)]);
+    expect_nodes(
+        &up,
+        &[
+            (a[5], 0),
+            (a[4], 1),
+            (a[3], 2),
+            (a[2], 3),
+            (a[1], 4),
+            (a[0], 5),
+        ],
+    );
     let expected_edges: BTreeSet<(Uuid, Uuid)> = (1..6).map(|i| (a[i - 1], a[i])).collect();
     assert_eq!(edge_pairs(&up), expected_edges);
     for edge in &up.edges {
@@ -263,7 +294,17 @@ pub async fn lineage_chain(store: Arc<dyn Store>) {
     }
 
     let down = walk(&store, a[0], Direction::Downstream, 10).await;
-    expect_nodes(&down, &[(a[0], 0), (a[1], 1), (a[2], 2), (a[3], 3), (a[4], 4), (a[5], 5)]);
+    expect_nodes(
+        &down,
+        &[
+            (a[0], 0),
+            (a[1], 1),
+            (a[2], 2),
+            (a[3], 3),
+            (a[4], 4),
+            (a[5], 5),
+        ],
+    );
     assert_eq!(edge_pairs(&down), expected_edges);
 
     let mid_up = walk(&store, a[3], Direction::Upstream, 10).await;
@@ -276,7 +317,9 @@ pub async fn lineage_chain(store: Arc<dyn Store>) {
 /// leaving nodes closer than n.
 pub async fn lineage_depth_bound(store: Arc<dyn Store>) {
     let a = ids(6);
-    let batch: Vec<LineageEvent> = (1..6).map(|i| step("derive", &[a[i - 1]], &[a[i]])).collect();
+    let batch: Vec<LineageEvent> = (1..6)
+        .map(|i| step("derive", &[a[i - 1]], &[a[i]]))
+        .collect();
     commit(&store, &batch).await;
 
     let zero = walk(&store, a[5], Direction::Upstream, 0).await;
@@ -302,7 +345,12 @@ pub async fn lineage_depth_bound(store: Arc<dyn Store>) {
 
 /// A diamond: top feeds left and right, which both feed bottom.
 pub async fn lineage_diamond(store: Arc<dyn Store>) {
-    let [top, left, right, bottom] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    let [top, left, right, bottom] = [
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    ];
     commit(
         &store,
         &[
@@ -329,7 +377,12 @@ pub async fn lineage_diamond(store: Arc<dyn Store>) {
 /// A cycle a → b → c → a (plus a tail into a) terminates with the right node set, whatever the
 /// depth asked for.
 pub async fn lineage_cycle(store: Arc<dyn Store>) {
-    let [a, b, c, tail] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    let [a, b, c, tail] = [
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    ];
     commit(
         &store,
         &[

@@ -1,0 +1,82 @@
+//! `GET /v1/export/prov?dataset=UUID&since=T&until=T`: PROV-JSON, streamed.
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::export::{export_prov, ExportFilter};
+
+/// Query parameters of the export.
+#[derive(Debug, Deserialize)]
+pub struct ExportParams {
+    /// Only this dataset and its whole upstream.
+    pub dataset: Option<String>,
+    /// Only events recorded at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Only events recorded before this RFC 3339 time.
+    pub until: Option<String>,
+}
+
+fn time(name: &str, t: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    t.map(|t| {
+        DateTime::parse_from_rfc3339(&t)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|_| ApiError::BadRequest(format!("{name} '{t}' is not an RFC 3339 time")))
+    })
+    .transpose()
+}
+
+/// Stream the document; the body is produced page by page as the client reads it.
+pub async fn get_prov(
+    State(state): State<AppState>,
+    Query(params): Query<ExportParams>,
+) -> Result<Response, ApiError> {
+    let filter = ExportFilter {
+        dataset: params
+            .dataset
+            .map(|d| {
+                Uuid::parse_str(&d)
+                    .map_err(|_| ApiError::BadRequest(format!("dataset '{d}' is not a UUID")))
+            })
+            .transpose()?,
+        since: time("since", params.since)?,
+        until: time("until", params.until)?,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        let chunk_tx = tx.clone();
+        let mut sink = move |chunk: Vec<u8>| {
+            let tx = chunk_tx.clone();
+            async move {
+                tx.send(Ok(chunk))
+                    .await
+                    .map_err(|_| std::io::Error::other("client went away"))
+            }
+            .boxed()
+        };
+        let mut progress = |_: u64, _: usize, _: u64| {};
+        if let Err(e) = export_prov(store.as_ref(), &filter, &mut sink, &mut progress).await {
+            tracing::warn!(message = "PROV export failed mid-stream.", error = %e);
+            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+        }
+    });
+    let stream = tokio_stream_from(rx);
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
