@@ -499,7 +499,7 @@ async fn two_brokers_on_one_file_deliver_each_message_once() {
         worker.await.unwrap();
     }
 
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     assert_eq!(seen.len(), TOTAL, "every message delivered");
     let distinct: HashSet<usize> = seen.iter().copied().collect();
     assert_eq!(distinct.len(), TOTAL, "no message delivered twice");
