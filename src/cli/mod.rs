@@ -24,7 +24,9 @@ use crate::broker::{self, Broker, BrokerError, ConsumerOptions};
 use crate::config::{self, Config, ConfigError, Rate};
 use crate::shutdown::Shutdown;
 use crate::store::{self, Store, StoreError};
-use crate::worker::{NativeDecoder, RateLimiter, Worker, WorkerOptions};
+use crate::worker::{
+    CeleryDecoder, Decoder, NativeDecoder, RateLimiter, ResultBackend, Worker, WorkerOptions,
+};
 
 /// geoprov: asynchronous, tamper-evident lineage for geospatial pipelines.
 #[derive(Debug, Parser)]
@@ -58,6 +60,30 @@ struct GlobalArgs {
     /// Log filter, e.g. info, debug, geoprov=debug [default: info]
     #[arg(long, env = "GEOPROV_LOG", global = true)]
     log: Option<String>,
+    /// Queue name [default: geoprov, or celery with --celery]
+    #[arg(long, env = "GEOPROV_QUEUE", global = true)]
+    queue: Option<String>,
+    /// Read and write Celery task messages (kombu lists on a redis:// broker)
+    #[arg(long, env = "GEOPROV_CELERY", global = true)]
+    celery: bool,
+    /// The Celery task processed with --celery [default: lineage_tasks.record_lineage_event]
+    #[arg(long, env = "GEOPROV_CELERY_TASK", global = true)]
+    celery_task: Option<String>,
+    /// kombu's global_keyprefix, if the Celery app sets one [default: none]
+    #[arg(long, env = "GEOPROV_CELERY_KEY_PREFIX", global = true)]
+    celery_key_prefix: Option<String>,
+    /// Celery result backend (redis://...): store SUCCESS:<event_id> per task [default: none]
+    #[arg(long, env = "GEOPROV_RESULT_BACKEND", global = true)]
+    result_backend: Option<String>,
+    /// CA certificate file (PEM) trusted for rediss:// [default: webpki roots]
+    #[arg(long, env = "GEOPROV_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate file (PEM) for mutual TLS
+    #[arg(long, env = "GEOPROV_TLS_CERT", global = true)]
+    tls_cert: Option<PathBuf>,
+    /// Client private key file (PEM) for mutual TLS
+    #[arg(long, env = "GEOPROV_TLS_KEY", global = true)]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,7 +223,17 @@ fn init_logging(filter: Option<&str>) {
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let g = cli.global;
-    let config = Config::new(g.broker, g.store, g.data_dir, g.listen, g.token)?;
+    let mut config = Config::new(g.broker, g.store, g.data_dir, g.listen, g.token)?;
+    config.broker_settings = config::BrokerSettings {
+        queue: g.queue,
+        celery: g.celery,
+        celery_task: g.celery_task,
+        key_prefix: g.celery_key_prefix,
+        result_backend: g.result_backend,
+        tls_ca: g.tls_ca,
+        tls_cert: g.tls_cert,
+        tls_key: g.tls_key,
+    };
     match cli.command {
         Command::Serve(args) => serve::run(&config, args).await,
         Command::Worker(args) => worker::run(&config, args).await,
@@ -213,7 +249,24 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
 
 /// Open the configured broker.
 async fn open_broker(config: &Config) -> Result<Arc<dyn Broker>, CliError> {
-    Ok(broker::open(&config.broker_url, &config.data_dir).await?)
+    Ok(broker::open(&config.broker_url, &broker_options(config)).await?)
+}
+
+/// The broker options the configuration names.
+fn broker_options(config: &Config) -> broker::BrokerOptions {
+    let s = &config.broker_settings;
+    broker::BrokerOptions {
+        data_dir: config.data_dir.clone(),
+        queue: s.queue.clone(),
+        celery: s.celery,
+        celery_task: s.celery_task.clone(),
+        key_prefix: s.key_prefix.clone(),
+        tls: broker::TlsFiles {
+            ca: s.tls_ca.clone(),
+            cert: s.tls_cert.clone(),
+            key: s.tls_key.clone(),
+        },
+    }
 }
 
 /// Open the configured store (without migrating it).
@@ -247,6 +300,7 @@ fn read_input(file: Option<&PathBuf>) -> Result<Vec<u8>, CliError> {
 
 /// Start `args.concurrency` workers consuming `broker` into `store`; returns their handles.
 async fn spawn_workers(
+    config: &Config,
     broker: &Arc<dyn Broker>,
     store: &Arc<dyn Store>,
     args: &WorkerArgs,
@@ -264,9 +318,29 @@ async fn spawn_workers(
         visibility_timeout: args.visibility_timeout,
         ..WorkerOptions::default()
     };
-    let decoder = Arc::new(NativeDecoder {
-        max_payload_bytes: args.max_payload_bytes,
-    });
+    let settings = &config.broker_settings;
+    let decoder: Arc<dyn Decoder> = if settings.celery {
+        Arc::new(CeleryDecoder {
+            task: settings
+                .celery_task
+                .clone()
+                .unwrap_or_else(|| crate::celery::DEFAULT_TASK_NAME.to_owned()),
+            max_body_bytes: args.max_payload_bytes,
+        })
+    } else {
+        Arc::new(NativeDecoder {
+            max_payload_bytes: args.max_payload_bytes,
+        })
+    };
+    let results: Option<Arc<dyn ResultBackend>> = match &settings.result_backend {
+        Some(url) => {
+            let tls = broker_options(config).tls;
+            Some(Arc::new(
+                broker::redis_celery::RedisCeleryResults::open(url, &tls).await?,
+            ))
+        }
+        None => None,
+    };
     let limiter = args.rate_limit.map(|r| Arc::new(RateLimiter::new(r)));
     let mut set = tokio::task::JoinSet::new();
     for n in 0..args.concurrency {
@@ -285,6 +359,9 @@ async fn spawn_workers(
         );
         if let Some(l) = &limiter {
             worker = worker.with_rate_limiter(l.clone());
+        }
+        if let Some(r) = &results {
+            worker = worker.with_results(r.clone());
         }
         set.spawn(worker.run());
     }

@@ -48,7 +48,7 @@ pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError>
     let mut workers = if args.no_workers {
         tokio::task::JoinSet::new()
     } else {
-        spawn_workers(&broker, &store, &args.worker, &shutdown).await?
+        spawn_workers(config, &broker, &store, &args.worker, &shutdown).await?
     };
 
     let state = AppState {

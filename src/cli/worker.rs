@@ -20,7 +20,7 @@ pub async fn run(config: &Config, args: WorkerCmdArgs) -> Result<ExitCode, CliEr
     let store = open_store(config).await?;
     store.migrate().await?;
     let (trigger, shutdown) = crate::shutdown::channel();
-    let mut workers = spawn_workers(&broker, &store, &args.worker, &shutdown).await?;
+    let mut workers = spawn_workers(config, &broker, &store, &args.worker, &shutdown).await?;
     tracing::info!(
         message = "geoprov worker started.",
         broker = %crate::config::redact_url(&config.broker_url),

@@ -876,7 +876,8 @@ impl ShortestDigits {
         let Some(&last) = self.digits().last() else {
             return;
         };
-        if (last - b'0') % 2 == 0 {
+        // b'0' is even, so the ASCII byte's parity is the digit's.
+        if last & 1 == 0 {
             return;
         }
         let mut d: u64 = 0;
@@ -1356,7 +1357,7 @@ mod tests {
         };
         let pick = |r: u64, n: usize| usize::try_from(r % n as u64).unwrap_or(0);
         for round in 0..20_000 {
-            let mut input: Vec<u8> = if round % 2 == 0 {
+            let mut input: Vec<u8> = if round & 1 == 0 {
                 seeds[pick(next(), seeds.len())].to_vec()
             } else {
                 Vec::new()

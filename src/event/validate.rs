@@ -116,9 +116,7 @@ pub fn event_from_value(v: &PyValue) -> Result<LineageEvent, ValidationError> {
         ));
     }
     let dataset_uuid = match v.get("dataset_uuid") {
-        None | Some(PyValue::Null) => {
-            return Err(ValidationError::field("dataset_uuid", "missing"))
-        }
+        None => return Err(ValidationError::field("dataset_uuid", "missing")),
         Some(PyValue::Str(s)) => parse_uuid(s).ok_or_else(|| {
             ValidationError::field("dataset_uuid", format!("{} is not a UUID", quote(s)))
         })?,
@@ -168,7 +166,7 @@ pub fn event_from_value(v: &PyValue) -> Result<LineageEvent, ValidationError> {
 /// A string that is not blank; kept as sent (untrimmed).
 fn required_text(v: &PyValue, field: &'static str) -> Result<String, ValidationError> {
     match v.get(field) {
-        None | Some(PyValue::Null) => Err(ValidationError::field(field, "missing")),
+        None => Err(ValidationError::field(field, "missing")),
         Some(PyValue::Str(s)) if s.trim().is_empty() => Err(ValidationError::field(
             field,
             format!("{} is empty or only whitespace", quote(s)),
@@ -424,7 +422,11 @@ mod tests {
     #[test]
     fn dataset_uuid_refusals() {
         refused(&[("dataset_uuid", None)], "dataset_uuid", "missing");
-        refused(&[("dataset_uuid", Some("null"))], "dataset_uuid", "missing");
+        refused(
+            &[("dataset_uuid", Some("null"))],
+            "dataset_uuid",
+            "expected a UUID string, got null",
+        );
         refused(
             &[("dataset_uuid", Some("\"abc\""))],
             "dataset_uuid",
@@ -470,6 +472,11 @@ mod tests {
     fn text_field_refusals() {
         for field in ["operation", "processor_id"] {
             refused(&[(field, None)], field, "missing");
+            refused(
+                &[(field, Some("null"))],
+                field,
+                "expected a string, got null",
+            );
             refused(&[(field, Some("\"\""))], field, "empty or only whitespace");
             refused(
                 &[(field, Some("\" \\t\\n\""))],

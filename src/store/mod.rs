@@ -3,9 +3,10 @@
 //! Not for: decoding, validation or broker work. The worker hands a batch of [`LineageEvent`]s to
 //! [`Store::commit_batch`]; readers (`lineage`, `export`, `verify`, HTTP) use the read methods.
 //!
-//! Backends: [`sqlite::SqliteStore`] (the embedded default). The URL picks one at run time through
-//! [`open`].
+//! Backends: [`sqlite::SqliteStore`] (the embedded default) and [`postgres::PostgresStore`]
+//! (many workers on many hosts). The URL picks one at run time through [`open`].
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -142,14 +143,39 @@ pub trait Store: Send + Sync {
     ) -> Result<LineageGraph, StoreError>;
 }
 
-/// Open the store a URL names: `sqlite://PATH`.
+/// Open the store a URL names: `sqlite://PATH`, or `postgres://...` / `postgresql://...` (see
+/// [`postgres`] for its parameters).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, &OpenOptions::default()).await
+}
+
+/// Options for [`open_with`] that the caller (rather than the URL) knows.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Database connections to keep (PostgreSQL): size it to the worker concurrency plus a few
+    /// readers. Defaults to [`postgres::DEFAULT_POOL_SIZE`]; a `pool_size=N` URL parameter wins.
+    /// SQLite ignores it.
+    pub pool_size: Option<usize>,
+}
+
+/// [`open`] with options.
+pub async fn open_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         let store = sqlite::SqliteStore::open(path).await?;
         return Ok(Arc::new(store));
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = postgres::PostgresStore::open_with(
+            url,
+            postgres::PostgresOptions {
+                pool_size: options.pool_size,
+            },
+        )
+        .await?;
+        return Ok(Arc::new(store));
+    }
     Err(StoreError::Config(format!(
-        "unsupported store URL '{}': expected sqlite://PATH",
+        "unsupported store URL '{}': expected sqlite://PATH or postgres://user@host:port/db",
         crate::config::redact_url(url)
     )))
 }

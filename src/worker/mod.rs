@@ -10,8 +10,10 @@
 //!
 //! [`Worker::try_process_batch`] runs one iteration so tests can drive the loop step by step.
 
+pub mod celery_decoder;
 pub mod pipeline;
 pub mod rate_limit;
+pub mod results;
 pub mod retry;
 
 use std::sync::Arc;
@@ -25,8 +27,10 @@ use crate::metrics;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 
+pub use celery_decoder::CeleryDecoder;
 pub use pipeline::{Decoded, Decoder, NativeDecoder};
 pub use rate_limit::RateLimiter;
+pub use results::ResultBackend;
 pub use retry::Backoff;
 
 /// How a worker batches and retries.
@@ -94,6 +98,8 @@ pub struct Worker {
     store: Arc<dyn Store>,
     decoder: Arc<dyn Decoder>,
     limiter: Option<Arc<RateLimiter>>,
+    /// Where task results go after a commit (Celery's result backend), if anywhere.
+    results: Option<Arc<dyn ResultBackend>>,
     options: WorkerOptions,
     shutdown: Shutdown,
     /// Whether the last commit attempt reached the store; used to log state changes only once.
@@ -114,6 +120,7 @@ impl Worker {
             store,
             decoder,
             limiter: None,
+            results: None,
             options,
             shutdown,
             store_up: true,
@@ -123,6 +130,12 @@ impl Worker {
     /// Cap persisted events per second with a limiter shared by several workers.
     pub fn with_rate_limiter(mut self, limiter: Arc<RateLimiter>) -> Self {
         self.limiter = Some(limiter);
+        self
+    }
+
+    /// Write task results (`SUCCESS:<event_id>`) after each commit.
+    pub fn with_results(mut self, results: Arc<dyn ResultBackend>) -> Self {
+        self.results = Some(results);
         self
     }
 
@@ -192,6 +205,12 @@ impl Worker {
                     held.push(delivery);
                 }
                 Decoded::Reject(reason) => rejects.push((delivery, reason)),
+                Decoded::Defer(delay) => {
+                    self.consumer
+                        .retry_later(std::slice::from_ref(&delivery.tag), delay)
+                        .await?;
+                    outcome.retried += 1;
+                }
             }
         }
         if !rejects.is_empty() {
@@ -262,6 +281,9 @@ impl Worker {
                     outcome.persisted += report.inserted;
                     outcome.duplicates += report.duplicates;
                     self.consumer.ack(&tags).await?;
+                    if let Some(results) = self.results.clone() {
+                        store_results(results, &held, &events).await;
+                    }
                     return Ok(());
                 }
                 Err(error) if error.is_transient() => {
@@ -313,6 +335,13 @@ impl Worker {
                     self.consumer
                         .ack(std::slice::from_ref(&delivery.tag))
                         .await?;
+                    if let Some(results) = self.results.clone() {
+                        let (held, events) = (
+                            std::slice::from_ref(&delivery),
+                            std::slice::from_ref(&event),
+                        );
+                        store_results(results, held, events).await;
+                    }
                 }
                 Err(error) if delivery.attempt > self.options.max_retries => {
                     let reason = format!("store refused it {} times: {error}", delivery.attempt);
@@ -331,5 +360,19 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+/// Best effort: write the results of committed (delivery, event) pairs; a failure is logged
+/// and never fails the batch. A free function, so that no borrow of the worker (whose consumer
+/// is not `Sync`) lives across the await.
+async fn store_results(
+    results: Arc<dyn ResultBackend>,
+    held: &[Delivery],
+    events: &[LineageEvent],
+) {
+    let pairs: Vec<(&Delivery, &LineageEvent)> = held.iter().zip(events).collect();
+    if let Err(error) = results.store_success(&pairs).await {
+        tracing::warn!(message = "Could not write task results; the events are stored.", %error);
     }
 }

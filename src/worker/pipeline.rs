@@ -11,6 +11,9 @@ pub enum Decoded {
     Event(Box<LineageEvent>),
     /// Dead-letter at once, with this human-readable reason.
     Reject(String),
+    /// Not yet: give the message back to be delivered again after this long (a Celery task
+    /// whose `eta` is in the future). It MUST NOT be persisted before then.
+    Defer(std::time::Duration),
 }
 
 /// Turns deliveries into events. One implementation per wire format (native JSON, Celery).

@@ -27,7 +27,8 @@ async fn kill9_mid_persist_then_restart_stores_every_event_once() {
     post_all(&server.url(), &events, 1000).await;
     // Kill while the worker is in the middle of persisting.
     assert!(
-        wait_until(Duration::from_secs(30), || sqlite_row_count(dir.path()) >= 3000),
+        wait_until(Duration::from_secs(30), || sqlite_row_count(dir.path())
+            >= 3000),
         "persisting did not start"
     );
     server.kill9();
@@ -36,7 +37,8 @@ async fn kill9_mid_persist_then_restart_stores_every_event_once() {
 
     let server = Server::start(dir.path(), &["--visibility-timeout", "2s"]);
     assert!(
-        wait_until(Duration::from_secs(60), || sqlite_row_count(dir.path()) >= 20_000),
+        wait_until(Duration::from_secs(60), || sqlite_row_count(dir.path())
+            >= 20_000),
         "only {} rows after restart",
         sqlite_row_count(dir.path())
     );
@@ -53,7 +55,10 @@ async fn malformed_messages_become_dead_letters_and_valid_ones_rows() {
     let mut server = Server::start(dir.path(), &[]);
     // Enqueue raw bytes straight into the embedded queue, as another process would, so that the
     // worker (not the HTTP ingest) has to deal with them.
-    let broker = geoprov::broker::open("embedded", dir.path()).await.unwrap();
+    let broker =
+        geoprov::broker::open("embedded", &geoprov::broker::BrokerOptions::new(dir.path()))
+            .await
+            .unwrap();
     let producer = broker.producer().await.unwrap();
     let good = valid_events(10_000, "bad-input");
     let oversized = format!(
@@ -85,7 +90,8 @@ async fn malformed_messages_become_dead_letters_and_valid_ones_rows() {
     }
     let dlq = broker.dead_letters().await.unwrap();
     assert!(
-        wait_until(Duration::from_secs(60), || sqlite_row_count(dir.path()) >= 10_000),
+        wait_until(Duration::from_secs(60), || sqlite_row_count(dir.path())
+            >= 10_000),
         "rows: {}",
         sqlite_row_count(dir.path())
     );
@@ -100,7 +106,10 @@ async fn malformed_messages_become_dead_letters_and_valid_ones_rows() {
     assert_eq!(letters, 1000);
     assert_eq!(sqlite_row_count(dir.path()), 10_000);
     for letter in dlq.list(1000).await.unwrap() {
-        assert!(!letter.reason.trim().is_empty(), "dead letter without a reason");
+        assert!(
+            !letter.reason.trim().is_empty(),
+            "dead letter without a reason"
+        );
         assert!(!letter.body.is_empty());
     }
     assert!(server.is_running(), "the server must stay up");
@@ -122,7 +131,10 @@ async fn the_same_events_sent_three_times_are_stored_once() {
         sqlite_row_count(dir.path()) >= 1000
     }));
     // Let the worker drain the queue completely before counting for good.
-    let broker = geoprov::broker::open("embedded", dir.path()).await.unwrap();
+    let broker =
+        geoprov::broker::open("embedded", &geoprov::broker::BrokerOptions::new(dir.path()))
+            .await
+            .unwrap();
     for _ in 0..400 {
         if broker.depth().await.unwrap() == Some(0) {
             break;
@@ -155,15 +167,22 @@ async fn a_store_outage_mid_stream_loses_and_duplicates_nothing() {
     locker.execute_batch("COMMIT").unwrap();
     drop(locker);
     assert!(
-        wait_until(Duration::from_secs(60), || sqlite_row_count(dir.path()) >= 10_000),
+        wait_until(Duration::from_secs(60), || sqlite_row_count(dir.path())
+            >= 10_000),
         "rows: {}",
         sqlite_row_count(dir.path())
     );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(sqlite_distinct_and_dense(dir.path()), (10_000, true));
     let log = std::fs::read_to_string(&server.log).unwrap();
-    assert!(log.contains("Store unavailable"), "outage not logged:\n{log}");
-    assert!(log.contains("Store available again"), "recovery not logged:\n{log}");
+    assert!(
+        log.contains("Store unavailable"),
+        "outage not logged:\n{log}"
+    );
+    assert!(
+        log.contains("Store available again"),
+        "recovery not logged:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +200,10 @@ async fn http_ingest_reports_each_refused_item_and_accepts_the_rest() {
     let rejected = answer["rejected"].as_array().unwrap();
     assert_eq!(rejected.len(), 2);
     assert_eq!(rejected[0]["index"], 1);
-    assert!(rejected[0]["reason"].as_str().unwrap().contains("dataset_uuid"));
+    assert!(rejected[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("dataset_uuid"));
     assert_eq!(rejected[1]["index"], 2);
     // Every refused: 422 with reasons.
     let (status, answer) = post_events(&server.url(), "[1, 2]".into()).await;

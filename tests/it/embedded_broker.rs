@@ -439,6 +439,44 @@ async fn a_file_that_is_not_a_database_is_a_config_error() {
     assert!(matches!(error, BrokerError::Config(_)), "{error}");
 }
 
+#[tokio::test]
+async fn an_unrelated_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE other (x); PRAGMA user_version = 1;")
+        .unwrap();
+    drop(conn);
+    let error = EmbeddedBroker::open(&path).await.unwrap_err();
+    assert!(matches!(error, BrokerError::Config(_)), "{error}");
+}
+
+/// Another process holding the write lock past the busy timeout is a transient error; readers
+/// are not blocked meanwhile (WAL), and writing works again once the lock is released.
+#[tokio::test]
+async fn a_write_lock_held_elsewhere_is_transient() {
+    let queue = TempQueue::new();
+    let broker = queue.open().await;
+    let producer = broker.producer().await.unwrap();
+    producer.enqueue(&bodies(1)).await.unwrap();
+
+    let other = rusqlite::Connection::open(&queue.path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    assert_eq!(broker.depth().await.unwrap(), Some(1));
+    let started = Instant::now();
+    let error = producer.enqueue(&bodies(1)).await.unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(matches!(error, BrokerError::Unavailable(_)), "{error}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "waited for the lock first"
+    );
+
+    other.execute_batch("ROLLBACK").unwrap();
+    producer.enqueue(&bodies(1)).await.unwrap();
+    assert_eq!(broker.depth().await.unwrap(), Some(2));
+}
+
 /// Two brokers on one file stand in for two processes: one enqueues while four consumers on the
 /// other drain the queue; every message is seen exactly once (no lease expires here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -507,26 +545,26 @@ async fn two_brokers_on_one_file_deliver_each_message_once() {
     assert_eq!(producing.depth().await.unwrap(), Some(0));
 }
 
-/// Enqueue and lease+ack rates. Run in release:
+/// Enqueue, drain (lease + ack) and concurrent produce-while-consuming rates. Run in release:
 /// `cargo test --release --test it embedded -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "throughput measurement; run in release with --ignored --nocapture"]
 async fn embedded_throughput() {
     const TOTAL: usize = 200_000;
     const BATCH: usize = 1_000;
+    let rate = |d: Duration| f64::from(u32::try_from(TOTAL).unwrap()) / d.as_secs_f64();
     for size in [100_usize, 500] {
+        let batch = vec![Bytes::from(vec![b'x'; size]); BATCH];
+
+        // Enqueue everything, then drain it.
         let queue = TempQueue::new();
         let broker = queue.open().await;
         let producer = broker.producer().await.unwrap();
-        let body = Bytes::from(vec![b'x'; size]);
-        let batch = vec![body; BATCH];
-
         let started = Instant::now();
         for _ in 0..TOTAL / BATCH {
             producer.enqueue(&batch).await.unwrap();
         }
         let enqueue = started.elapsed();
-
         let mut consumer = broker
             .consumer(options(Duration::from_secs(60)))
             .await
@@ -542,12 +580,40 @@ async fn embedded_throughput() {
         let drain = started.elapsed();
         assert_eq!(broker.depth().await.unwrap(), Some(0));
 
-        let rate = |d: Duration| f64::from(u32::try_from(TOTAL).unwrap()) / d.as_secs_f64();
+        // A producer and a consumer at the same time, as in `geoprov serve`.
+        let queue = TempQueue::new();
+        let broker = queue.open().await;
+        let producer = broker.producer().await.unwrap();
+        let mut consumer = broker
+            .consumer(options(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let producing = tokio::spawn(async move {
+            for _ in 0..TOTAL / BATCH {
+                producer.enqueue(&batch).await.unwrap();
+            }
+        });
+        let mut done = 0;
+        while done < TOTAL {
+            let got = consumer
+                .receive(BATCH, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert!(!got.is_empty());
+            consumer.ack(&tags(&got)).await.unwrap();
+            done += got.len();
+        }
+        producing.await.unwrap();
+        let both = started.elapsed();
+
         println!(
-            "embedded queue, {TOTAL} messages of {size} B in batches of {BATCH}: \
-             enqueue {:.0} msg/s ({enqueue:?}), lease+ack {:.0} msg/s ({drain:?})",
+            "embedded queue, {TOTAL} messages of {size} B, batches of {BATCH}: \
+             enqueue {:.0} msg/s, lease+ack {:.0} msg/s, \
+             enqueue and lease+ack concurrently {:.0} msg/s",
             rate(enqueue),
-            rate(drain)
+            rate(drain),
+            rate(both)
         );
     }
 }

@@ -1,0 +1,851 @@
+//! Celery-compatible Redis broker: consumes the task messages a Python Celery 5 client LPUSHes
+//! to kombu's lists, with kombu's own unacked bookkeeping, so that geoprov workers and Python
+//! Celery workers can share a queue during a migration (`shared/docs/celery-wire.md` §2).
+//!
+//! Not for: decoding the task message (that is [`crate::celery`], called by the worker's
+//! [`crate::worker::CeleryDecoder`]); native geoprov events (see `redis_streams`).
+//!
+//! # Keys (every one prefixed with kombu's `global_keyprefix` when set)
+//!
+//! | key | type | written by | what |
+//! |---|---|---|---|
+//! | `<queue>`, `<queue>\x06\x163`, `<queue>\x06\x166`, `<queue>\x06\x169` | list | Celery clients (LPUSH) | priority 0–2, 3–5, 6–8, 9; **0 is served first** |
+//! | `unacked_index` | zset | kombu and geoprov | delivery tag → wall-clock seconds it was taken (or last extended) |
+//! | `unacked` | hash | kombu and geoprov | delivery tag → `[envelope, exchange, routing_key]` |
+//! | `unacked_mutex` | string | kombu and geoprov | lock around the visibility sweep |
+//! | `geoprov:<queue>:dead` | stream | geoprov | dead letters: `body` (the envelope as popped), `reason`, `attempts`, `time` |
+//! | `geoprov:<queue>:attempts` | hash | geoprov | delivery tag → deliveries so far (kombu keeps no count) |
+//!
+//! # Taking a message
+//!
+//! One Lua script RPOPs up to N messages from the four priority lists in order and, **in the
+//! same atomic call**, registers each exactly as kombu does (`ZADD unacked_index <now> <tag>`,
+//! `HSET unacked <tag> '['..raw..','..exchange..','..routing_key..']'`, the envelope kept byte
+//! for byte). kombu has a window between its BRPOP and that registration where a crash loses
+//! the message; this script has none. A popped value that is not a kombu envelope (not JSON,
+//! or no `properties.delivery_tag`) cannot be registered, so the script moves it to the
+//! dead-letter stream in the same call: nothing is ever lost. The queue is polled with a short
+//! sleep when empty.
+//!
+//! # Acknowledging, holding, giving back
+//!
+//! | action | Redis commands |
+//! |---|---|
+//! | ack | MULTI `ZREM unacked_index`, `HDEL unacked`, `HDEL attempts` |
+//! | extend | `ZADD unacked_index XX <now> <tags…>` |
+//! | retry_later(0) | restore now with RPUSH (consumed next), like kombu at a clean shutdown |
+//! | retry_later(delay) | `ZADD unacked_index XX <now + delay − visibility> <tag>`: the message stays unacked and the sweep below returns it about `delay` later (within the ~10 s sweep period). This is how a future `eta` is honoured: never persisted before it |
+//! | dead_letter | MULTI `XADD dead`, `ZREM`, `HDEL`, `HDEL attempts` |
+//!
+//! A restore is a compare-and-set Lua script (the hash value must still be the one read), like
+//! kombu's WATCH transaction: it sets `headers.redelivered` and
+//! `properties.delivery_info.redelivered`, removes the tag from `unacked*` and pushes the
+//! envelope to the priority list its routing key and priority name (exchange `""` → the routing
+//! key; another exchange → the queues bound in `_kombu.binding.<exchange>`; none found → this
+//! worker's queue, so a message is never silently lost).
+//!
+//! # Visibility sweep
+//!
+//! Like kombu's `restore_visible`, at start-up and every 10 s: take `unacked_mutex`
+//! (`SET NX PX 300000`), restore with RPUSH every tag whose score is older than
+//! `now − visibility_timeout`, release the lock only if it still holds our token. Like kombu's,
+//! it ignores ownership, so **every worker on the database (Python and geoprov) must use the same
+//! visibility timeout**. A clean shutdown holds nothing: the worker acks its batch in hand or
+//! gives it back with `retry_later(0)`; a consumer dropped while still holding messages gives
+//! them back with RPUSH, as kombu does at shutdown (best effort, the sweep being the backstop).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::Utc;
+use redis::aio::ConnectionManager;
+use redis::Value;
+use tokio::time::Instant;
+
+use super::redis_common::{
+    self, add_dead_letter, map_err, now_secs, value_bytes, value_text, RedisDeadLetters,
+    ReplayTarget,
+};
+use super::{
+    Broker, BrokerError, BrokerOptions, Consumer, ConsumerOptions, DeadLetterQueue, Delivery,
+    DeliveryTag, Producer,
+};
+use crate::event::python_json;
+use crate::event::LineageEvent;
+use crate::worker::results::ResultBackend;
+
+/// Default queue name, as Celery's.
+pub const DEFAULT_QUEUE: &str = "celery";
+/// kombu's priority separator.
+const SEP: &str = "\x06\x16";
+/// kombu's priority steps on Redis.
+const STEPS: [u8; 4] = [0, 3, 6, 9];
+/// How often the visibility sweep runs.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// How long an empty queue is left alone between two polls.
+const POLL_SLEEP: Duration = Duration::from_millis(50);
+/// Celery's `result_expires` default: one day.
+const RESULT_EXPIRES_SECS: u64 = 86_400;
+
+/// Pop up to ARGV[1] messages from KEYS[5..] in order and register each as unacked.
+const POP_SCRIPT: &str = r"
+local max = tonumber(ARGV[1])
+local now = ARGV[2]
+local out = {}
+local n = 0
+for i = 5, #KEYS do
+  while n < max do
+    local raw = redis.call('RPOP', KEYS[i])
+    if not raw then break end
+    local ok, env = pcall(cjson.decode, raw)
+    local tag = nil
+    local ex, rk = '', ''
+    if ok and type(env) == 'table' then
+      local p = env['properties']
+      if type(p) == 'table' then
+        local t = p['delivery_tag']
+        if type(t) == 'string' and t ~= '' then tag = t end
+        local di = p['delivery_info']
+        if type(di) == 'table' then
+          if type(di['exchange']) == 'string' then ex = di['exchange'] end
+          if type(di['routing_key']) == 'string' then rk = di['routing_key'] end
+        end
+      end
+    end
+    if tag then
+      redis.call('ZADD', KEYS[1], now, tag)
+      redis.call('HSET', KEYS[2], tag, '[' .. raw .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
+      local a = redis.call('HINCRBY', KEYS[4], tag, 1)
+      out[#out + 1] = tag
+      out[#out + 1] = raw
+      out[#out + 1] = a
+      n = n + 1
+    else
+      local reason = 'not a kombu message: the envelope is not a JSON object'
+      if ok and type(env) == 'table' then
+        reason = 'not a kombu message: no properties.delivery_tag'
+      end
+      redis.call('XADD', KEYS[3], '*', 'body', raw, 'reason', reason, 'attempts', '1', 'time', ARGV[3])
+    end
+  end
+end
+return out
+";
+
+/// Restore one tag if its `unacked` value is still ARGV[2]: ZREM, HDEL, push ARGV[3] to
+/// KEYS[3..] (LPUSH when ARGV[4] is `L`, else RPUSH).
+const RESTORE_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+for i = 3, #KEYS do
+  if ARGV[4] == 'L' then
+    redis.call('LPUSH', KEYS[i], ARGV[3])
+  else
+    redis.call('RPUSH', KEYS[i], ARGV[3])
+  end
+end
+return 1
+";
+
+/// Delete KEYS[1] only if it holds ARGV[1].
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// Every key this backend touches.
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
+    queue: String,
+    /// The four priority lists, served in this order.
+    lists: [String; 4],
+    index: String,
+    unacked: String,
+    mutex: String,
+    dead: String,
+    attempts: String,
+}
+
+impl Keys {
+    fn new(prefix: &str, queue: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_owned(),
+            queue: queue.to_owned(),
+            lists: STEPS.map(|s| list_key(prefix, queue, s)),
+            index: format!("{prefix}unacked_index"),
+            unacked: format!("{prefix}unacked"),
+            mutex: format!("{prefix}unacked_mutex"),
+            dead: format!("{prefix}geoprov:{queue}:dead"),
+            attempts: format!("{prefix}geoprov:{queue}:attempts"),
+        }
+    }
+}
+
+/// kombu's `_q_for_pri`: the list of a queue for a priority step.
+fn list_key(prefix: &str, queue: &str, step: u8) -> String {
+    if step == 0 {
+        format!("{prefix}{queue}")
+    } else {
+        format!("{prefix}{queue}{SEP}{step}")
+    }
+}
+
+/// kombu's `priority()`: the largest step not above `priority`.
+fn step_of(priority: i64) -> u8 {
+    STEPS
+        .iter()
+        .rev()
+        .copied()
+        .find(|s| i64::from(*s) <= priority)
+        .unwrap_or(0)
+}
+
+/// A Redis server holding Celery's kombu lists.
+pub struct RedisCeleryBroker {
+    client: redis::Client,
+    conn: ConnectionManager,
+    keys: Keys,
+    task: String,
+}
+
+impl RedisCeleryBroker {
+    /// Connect to `url` (`redis://` or `rediss://`); the queue is `options.queue` or `celery`.
+    pub async fn open(url: &str, options: &BrokerOptions) -> Result<Self, BrokerError> {
+        let queue = options.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
+        if queue.is_empty() {
+            return Err(BrokerError::Config("--queue must not be empty".into()));
+        }
+        let client = redis_common::client(url, &options.tls)?;
+        let conn = redis_common::connect(&client).await?;
+        Ok(RedisCeleryBroker {
+            client,
+            conn,
+            keys: Keys::new(options.key_prefix.as_deref().unwrap_or(""), queue),
+            task: options
+                .celery_task
+                .clone()
+                .unwrap_or_else(|| crate::celery::DEFAULT_TASK_NAME.to_owned()),
+        })
+    }
+
+    /// The dead-letter stream key (`geoprov:<queue>:dead`, prefixed).
+    pub fn dead_key(&self) -> &str {
+        &self.keys.dead
+    }
+}
+
+#[async_trait]
+impl Broker for RedisCeleryBroker {
+    async fn producer(&self) -> Result<Arc<dyn Producer>, BrokerError> {
+        Ok(Arc::new(RedisCeleryProducer {
+            conn: self.conn.clone(),
+            list: self.keys.lists[0].clone(),
+            queue: self.keys.queue.clone(),
+            task: self.task.clone(),
+        }))
+    }
+
+    async fn consumer(&self, options: ConsumerOptions) -> Result<Box<dyn Consumer>, BrokerError> {
+        let conn = redis_common::connect(&self.client).await?;
+        Ok(Box::new(RedisCeleryConsumer {
+            conn: conn.clone(),
+            keys: self.keys.clone(),
+            visibility_timeout: options.visibility_timeout,
+            pop: redis::Script::new(POP_SCRIPT),
+            restorer: Restorer {
+                conn,
+                keys: self.keys.clone(),
+                script: redis::Script::new(RESTORE_SCRIPT),
+            },
+            release: redis::Script::new(RELEASE_SCRIPT),
+            last_sweep: None,
+            held: HashSet::new(),
+        }))
+    }
+
+    async fn dead_letters(&self) -> Result<Arc<dyn DeadLetterQueue>, BrokerError> {
+        Ok(Arc::new(RedisDeadLetters {
+            conn: self.conn.clone(),
+            dead_key: self.keys.dead.clone(),
+            target: ReplayTarget::List(self.keys.lists[0].clone()),
+        }))
+    }
+
+    async fn depth(&self) -> Result<Option<u64>, BrokerError> {
+        let mut pipe = redis::pipe();
+        for list in &self.keys.lists {
+            pipe.cmd("LLEN").arg(list);
+        }
+        let mut conn = self.conn.clone();
+        let lens: Vec<u64> = pipe.query_async(&mut conn).await.map_err(map_err)?;
+        Ok(Some(lens.iter().sum()))
+    }
+}
+
+/// Publishes events as Celery task messages (`record_lineage_event(payload)`), the way a Python
+/// client's `.delay(payload)` would: LPUSH of a kombu envelope to the queue's priority-0 list,
+/// one round trip per slice. Used by `geoprov emit --celery` and `geoprov bench --celery`.
+pub struct RedisCeleryProducer {
+    conn: ConnectionManager,
+    list: String,
+    queue: String,
+    task: String,
+}
+
+#[async_trait]
+impl Producer for RedisCeleryProducer {
+    async fn enqueue(&self, bodies: &[Bytes]) -> Result<(), BrokerError> {
+        if bodies.is_empty() {
+            return Ok(());
+        }
+        let mut envelopes = Vec::with_capacity(bodies.len());
+        for (n, body) in bodies.iter().enumerate() {
+            let payload = python_json::parse(body).map_err(|e| {
+                BrokerError::Protocol(format!(
+                    "event {n} of the slice is not JSON, cannot wrap it in a Celery message: {}",
+                    e.reason()
+                ))
+            })?;
+            let task_id = uuid::Uuid::new_v4().to_string();
+            let tag = uuid::Uuid::new_v4().to_string();
+            envelopes.push(crate::celery::build_redis_envelope(
+                &payload,
+                &self.task,
+                &self.queue,
+                &task_id,
+                &tag,
+            ));
+        }
+        let mut conn = self.conn.clone();
+        redis::cmd("LPUSH")
+            .arg(&self.list)
+            .arg(&envelopes)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(map_err)
+    }
+}
+
+/// One worker task's consumer of the kombu lists.
+pub struct RedisCeleryConsumer {
+    conn: ConnectionManager,
+    keys: Keys,
+    visibility_timeout: Duration,
+    pop: redis::Script,
+    restorer: Restorer,
+    release: redis::Script,
+    last_sweep: Option<Instant>,
+    /// Tags taken and neither acked, given back nor dead-lettered: restored with RPUSH if the
+    /// consumer is dropped while holding them.
+    held: HashSet<String>,
+}
+
+/// Puts unacked messages back on their queues (kombu's restore transaction, as a
+/// compare-and-set script).
+#[derive(Clone)]
+struct Restorer {
+    conn: ConnectionManager,
+    keys: Keys,
+    script: redis::Script,
+}
+
+/// Where and how to push a restored message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Push {
+    /// LPUSH: the back of the FIFO (kombu's reject-with-requeue).
+    Back,
+    /// RPUSH: consumed next (kombu's shutdown restore and visibility sweep).
+    Front,
+}
+
+fn tag_texts(tags: &[DeliveryTag]) -> Vec<String> {
+    tags.iter()
+        .map(|t| match t {
+            DeliveryTag::Text(s) => s.clone(),
+            DeliveryTag::Int(n) => n.to_string(),
+        })
+        .collect()
+}
+
+impl RedisCeleryConsumer {
+    /// Run the pop script once.
+    async fn pop(&mut self, max: usize) -> Result<Vec<Delivery>, BrokerError> {
+        let mut invocation = self.pop.prepare_invoke();
+        invocation
+            .key(&self.keys.index)
+            .key(&self.keys.unacked)
+            .key(&self.keys.dead)
+            .key(&self.keys.attempts);
+        for list in &self.keys.lists {
+            invocation.key(list);
+        }
+        invocation
+            .arg(max)
+            .arg(format!("{:.6}", now_secs()))
+            .arg(Utc::now().to_rfc3339());
+        let value: Value = invocation
+            .invoke_async(&mut self.conn)
+            .await
+            .map_err(map_err)?;
+        let Value::Array(items) = value else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(items.len() / 3);
+        for chunk in items.chunks(3) {
+            let [tag, raw, attempts] = chunk else {
+                continue;
+            };
+            let (Some(tag), Some(raw)) = (value_text(tag), value_bytes(raw)) else {
+                continue;
+            };
+            let attempt = match attempts {
+                Value::Int(n) => u32::try_from(*n).unwrap_or(u32::MAX),
+                _ => 1,
+            };
+            self.held.insert(tag.clone());
+            out.push(Delivery {
+                tag: DeliveryTag::Text(tag),
+                body: Bytes::from(raw),
+                attempt: attempt.max(1),
+            });
+        }
+        Ok(out)
+    }
+
+    /// kombu's `restore_visible`, guarded by `unacked_mutex`. Returns how many were restored.
+    async fn sweep(&mut self) -> Result<usize, BrokerError> {
+        self.last_sweep = Some(Instant::now());
+        let token = uuid::Uuid::new_v4().to_string();
+        let got: Option<String> = redis::cmd("SET")
+            .arg(&self.keys.mutex)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(300_000)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(map_err)?;
+        if got.is_none() {
+            return Ok(0);
+        }
+        let ceiling = now_secs() - self.visibility_timeout.as_secs_f64();
+        let result = async {
+            let tags: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(&self.keys.index)
+                .arg("-inf")
+                .arg(format!("{ceiling:.6}"))
+                .query_async(&mut self.conn)
+                .await
+                .map_err(map_err)?;
+            let mut restored = 0;
+            for tag in &tags {
+                if self.restorer.restore_tag(tag, Push::Front).await? {
+                    restored += 1;
+                }
+            }
+            Ok::<usize, BrokerError>(restored)
+        }
+        .await;
+        let released: Result<i64, _> = self
+            .release
+            .key(&self.keys.mutex)
+            .arg(&token)
+            .invoke_async(&mut self.conn)
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(message = "Could not release unacked_mutex; it expires by itself.", error = %e);
+        }
+        let restored = result?;
+        if restored > 0 {
+            tracing::info!(
+                message = "Restored unacknowledged Celery messages past the visibility timeout.",
+                restored
+            );
+        }
+        Ok(restored)
+    }
+}
+
+impl Restorer {
+    /// Put one unacked message back on its queue (compare-and-set). False if it was no longer
+    /// unacked (someone acked or restored it first).
+    async fn restore_tag(&mut self, tag: &str, push: Push) -> Result<bool, BrokerError> {
+        let value: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(&self.keys.unacked)
+            .arg(tag)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(map_err)?;
+        let Some(value) = value else {
+            // An index entry without its hash entry: drop it, as kombu does.
+            redis::cmd("ZREM")
+                .arg(&self.keys.index)
+                .arg(tag)
+                .query_async::<()>(&mut self.conn)
+                .await
+                .map_err(map_err)?;
+            return Ok(false);
+        };
+        let Some((envelope, exchange, routing_key, priority)) = parse_unacked(&value) else {
+            tracing::warn!(
+                message = "Unacked entry is not [envelope, exchange, routing_key]; left in place.",
+                tag
+            );
+            return Ok(false);
+        };
+        let queues = self.lookup(&exchange, &routing_key).await?;
+        let step = step_of(priority);
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(&self.keys.index).key(&self.keys.unacked);
+        for q in &queues {
+            invocation.key(list_key(&self.keys.prefix, q, step));
+        }
+        invocation
+            .arg(tag)
+            .arg(&value)
+            .arg(envelope)
+            .arg(if push == Push::Back { "L" } else { "R" });
+        let done: i64 = invocation
+            .invoke_async(&mut self.conn)
+            .await
+            .map_err(map_err)?;
+        Ok(done == 1)
+    }
+
+    /// The queues a message goes back to: exchange `""` → the routing key; otherwise the queues
+    /// bound to the exchange with that routing key; none found → this worker's queue.
+    async fn lookup(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<Vec<String>, BrokerError> {
+        if exchange.is_empty() {
+            if routing_key.is_empty() {
+                return Ok(vec![self.keys.queue.clone()]);
+            }
+            return Ok(vec![routing_key.to_owned()]);
+        }
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(format!("{}_kombu.binding.{exchange}", self.keys.prefix))
+            .query_async(&mut self.conn)
+            .await
+            .map_err(map_err)?;
+        let mut queues: Vec<String> = Vec::new();
+        for member in &members {
+            let parts: Vec<&str> = member.split(SEP).collect();
+            if let [rk, _pattern, queue] = parts.as_slice() {
+                if *rk == routing_key && !queues.iter().any(|q| q == queue) {
+                    queues.push((*queue).to_owned());
+                }
+            }
+        }
+        if queues.is_empty() {
+            queues.push(self.keys.queue.clone());
+        }
+        Ok(queues)
+    }
+}
+
+impl Drop for RedisCeleryConsumer {
+    /// Like kombu at a clean shutdown: give back, with RPUSH (consumed next), whatever is still
+    /// held. Best effort on the running runtime; the visibility sweep covers a failure.
+    fn drop(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let tags: Vec<String> = self.held.drain().collect();
+        let mut restorer = self.restorer.clone();
+        runtime.spawn(async move {
+            for tag in tags {
+                if let Err(error) = restorer.restore_tag(&tag, Push::Front).await {
+                    tracing::warn!(message = "Could not give back a held Celery message; the visibility sweep will.", %error);
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Parse kombu's unacked value `[envelope, exchange, routing_key]`; returns the envelope with
+/// its redelivered flags set, the exchange, the routing key and the priority.
+fn parse_unacked(value: &[u8]) -> Option<(String, String, String, i64)> {
+    let parsed: serde_json::Value = serde_json::from_slice(value).ok()?;
+    let serde_json::Value::Array(mut parts) = parsed else {
+        return None;
+    };
+    if parts.len() != 3 {
+        return None;
+    }
+    let routing_key = parts[2].as_str().unwrap_or_default().to_owned();
+    let exchange = parts[1].as_str().unwrap_or_default().to_owned();
+    let mut envelope = parts.swap_remove(0);
+    let object = envelope.as_object_mut()?;
+    if let Some(serde_json::Value::Object(headers)) = object.get_mut("headers") {
+        headers.insert("redelivered".into(), serde_json::Value::Bool(true));
+    }
+    let mut priority = 0;
+    if let Some(serde_json::Value::Object(properties)) = object.get_mut("properties") {
+        priority = properties
+            .get("priority")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0);
+        if let Some(serde_json::Value::Object(info)) = properties.get_mut("delivery_info") {
+            info.insert("redelivered".into(), serde_json::Value::Bool(true));
+        }
+    }
+    Some((envelope.to_string(), exchange, routing_key, priority))
+}
+
+#[async_trait]
+impl Consumer for RedisCeleryConsumer {
+    async fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BrokerError> {
+        let max = max.max(1);
+        let deadline = Instant::now() + wait;
+        loop {
+            if self
+                .last_sweep
+                .is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL)
+            {
+                self.sweep().await?;
+            }
+            let got = self.pop(max).await?;
+            if !got.is_empty() {
+                return Ok(got);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(Vec::new());
+            }
+            tokio::time::sleep(left.min(POLL_SLEEP)).await;
+        }
+    }
+
+    async fn ack(&mut self, tags: &[DeliveryTag]) -> Result<(), BrokerError> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let tags = tag_texts(tags);
+        redis::pipe()
+            .atomic()
+            .cmd("ZREM")
+            .arg(&self.keys.index)
+            .arg(&tags)
+            .ignore()
+            .cmd("HDEL")
+            .arg(&self.keys.unacked)
+            .arg(&tags)
+            .ignore()
+            .cmd("HDEL")
+            .arg(&self.keys.attempts)
+            .arg(&tags)
+            .ignore()
+            .query_async::<()>(&mut self.conn)
+            .await
+            .map_err(map_err)?;
+        for t in &tags {
+            self.held.remove(t);
+        }
+        Ok(())
+    }
+
+    async fn extend(&mut self, tags: &[DeliveryTag]) -> Result<(), BrokerError> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let now = format!("{:.6}", now_secs());
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(&self.keys.index).arg("XX");
+        for t in tag_texts(tags) {
+            cmd.arg(&now).arg(t);
+        }
+        cmd.query_async::<()>(&mut self.conn).await.map_err(map_err)
+    }
+
+    async fn retry_later(
+        &mut self,
+        tags: &[DeliveryTag],
+        delay: Duration,
+    ) -> Result<(), BrokerError> {
+        let tags = tag_texts(tags);
+        if tags.is_empty() {
+            return Ok(());
+        }
+        if delay.is_zero() {
+            for t in &tags {
+                self.restorer.restore_tag(t, Push::Front).await?;
+                self.held.remove(t);
+            }
+            return Ok(());
+        }
+        // Stay unacked; the sweep takes entries older than now − visibility, so this score
+        // makes it come back `delay` from now.
+        let score = now_secs() + delay.as_secs_f64() - self.visibility_timeout.as_secs_f64();
+        let score = format!("{score:.6}");
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(&self.keys.index).arg("XX");
+        for t in &tags {
+            cmd.arg(&score).arg(t);
+        }
+        cmd.query_async::<()>(&mut self.conn)
+            .await
+            .map_err(map_err)?;
+        for t in &tags {
+            self.held.remove(t);
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&mut self, items: &[(Delivery, String)]) -> Result<(), BrokerError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut tags = Vec::with_capacity(items.len());
+        for (delivery, reason) in items {
+            add_dead_letter(
+                &mut pipe,
+                &self.keys.dead,
+                &delivery.body,
+                reason,
+                delivery.attempt,
+            );
+            tags.extend(tag_texts(std::slice::from_ref(&delivery.tag)));
+        }
+        pipe.cmd("ZREM").arg(&self.keys.index).arg(&tags).ignore();
+        pipe.cmd("HDEL").arg(&self.keys.unacked).arg(&tags).ignore();
+        pipe.cmd("HDEL")
+            .arg(&self.keys.attempts)
+            .arg(&tags)
+            .ignore();
+        pipe.query_async::<()>(&mut self.conn)
+            .await
+            .map_err(map_err)?;
+        for t in &tags {
+            self.held.remove(t);
+        }
+        Ok(())
+    }
+}
+
+/// Celery's Redis result backend: `SET celery-task-meta-<id> <json> EX 86400` and
+/// `PUBLISH` of the same JSON in one MULTI, so that Python's `AsyncResult.get()` returns
+/// `SUCCESS:<event_id>`. Tasks sent with `ignore_result` get no record.
+pub struct RedisCeleryResults {
+    conn: ConnectionManager,
+}
+
+impl RedisCeleryResults {
+    /// Connect to the result backend URL (`redis://` or `rediss://`; may differ from the
+    /// broker's).
+    pub async fn open(url: &str, tls: &super::TlsFiles) -> Result<Self, BrokerError> {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(BrokerError::Config(format!(
+                "--result-backend '{}' is not a redis:// or rediss:// URL",
+                crate::config::redact_url(url)
+            )));
+        }
+        let client = redis_common::client(url, tls)?;
+        Ok(RedisCeleryResults {
+            conn: redis_common::connect(&client).await?,
+        })
+    }
+}
+
+/// The task id and `ignore_result` header of a kombu envelope.
+fn task_id_of(body: &[u8]) -> Option<(String, bool)> {
+    let envelope: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let headers = envelope.get("headers")?;
+    let id = headers.get("id")?.as_str()?.to_owned();
+    let ignore = headers
+        .get("ignore_result")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    Some((id, ignore))
+}
+
+#[async_trait]
+impl ResultBackend for RedisCeleryResults {
+    async fn store_success(
+        &self,
+        committed: &[(&Delivery, &LineageEvent)],
+    ) -> Result<(), BrokerError> {
+        let now = Utc::now();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut any = false;
+        for (delivery, event) in committed {
+            let Some((task_id, ignore)) = task_id_of(&delivery.body) else {
+                continue;
+            };
+            if ignore {
+                continue;
+            }
+            let key = crate::celery::result_key(&task_id);
+            let meta = crate::celery::result_meta_success(
+                &task_id,
+                &format!("SUCCESS:{}", event.event_id.to_hex()),
+                now,
+            );
+            pipe.cmd("SET")
+                .arg(&key)
+                .arg(&meta)
+                .arg("EX")
+                .arg(RESULT_EXPIRES_SECS)
+                .ignore();
+            pipe.cmd("PUBLISH").arg(&key).arg(&meta).ignore();
+            any = true;
+        }
+        if !any {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(map_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_steps_match_kombu() {
+        assert_eq!(step_of(0), 0);
+        assert_eq!(step_of(2), 0);
+        assert_eq!(step_of(3), 3);
+        assert_eq!(step_of(5), 3);
+        assert_eq!(step_of(8), 6);
+        assert_eq!(step_of(9), 9);
+        assert_eq!(step_of(200), 9);
+        assert_eq!(step_of(-1), 0);
+        assert_eq!(list_key("", "celery", 3), "celery\x06\x163");
+        assert_eq!(list_key("p:", "celery", 0), "p:celery");
+    }
+
+    #[test]
+    fn unacked_value_restores_with_redelivered_flags() {
+        let raw = br#"[{"body": "e30=", "headers": {"id": "x"}, "properties": {"priority": 6, "delivery_info": {"exchange": "", "routing_key": "q"}, "delivery_tag": "t"}}, "", "q"]"#;
+        let (env, ex, rk, pri) = parse_unacked(raw).unwrap();
+        assert_eq!((ex.as_str(), rk.as_str(), pri), ("", "q", 6));
+        let v: serde_json::Value = serde_json::from_str(&env).unwrap();
+        assert_eq!(v["headers"]["redelivered"], true);
+        assert_eq!(v["properties"]["delivery_info"]["redelivered"], true);
+        assert!(parse_unacked(b"not json").is_none());
+        assert!(parse_unacked(b"[1, 2]").is_none());
+    }
+
+    #[test]
+    fn result_task_id_is_read_from_headers() {
+        let body = br#"{"headers": {"id": "abc", "ignore_result": true}}"#;
+        assert_eq!(task_id_of(body), Some(("abc".into(), true)));
+        assert_eq!(task_id_of(b"{}"), None);
+    }
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Drive the reference Celery client for geoprov's tests (see lineage_tasks.py for the env).
+
+  celery_tool.py publish N TAG DB_URI [--countdown S]   publish N record_lineage_event.delay()
+                                                         calls; print one event id per line
+  celery_tool.py poison TAG DB_URI                       publish foreign and poison messages
+                                                         around 3 valid ones; print the valid ids
+  celery_tool.py results N TAG DB_URI                    publish N tasks and wait for their
+                                                         results; print one result per line
+"""
+
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import lineage_tasks
+from lineage_tasks import app, event_id, record_lineage_event
+
+
+def payload(tag, i):
+    return {
+        "dataset_uuid": str(uuid.uuid4()),
+        "operation": "reproject",
+        "crs_from": "EPSG:32633",
+        "crs_to": "EPSG:3857",
+        "processor_id": "celery-" + tag,
+        "sequence": i,
+        "parameters": {"resampling": "bilinear", "target_resolution": 10.0, "nodata": -9999},
+        "note": "caf\u00e9 \u2713",
+    }
+
+
+def publish(n, tag, db_uri, countdown=None):
+    with app.producer_or_acquire() as producer:
+        for i in range(n):
+            p = payload(tag, i)
+            if countdown is None:
+                record_lineage_event.apply_async((p, db_uri), producer=producer)
+            else:
+                record_lineage_event.apply_async((p, db_uri), countdown=countdown, producer=producer)
+            print(event_id(p))
+
+
+def poison(tag, db_uri):
+    ids = []
+    queue = app.conf.task_default_queue
+
+    def valid(i):
+        p = payload(tag, i)
+        record_lineage_event.delay(p, db_uri)
+        ids.append(event_id(p))
+
+    valid(0)
+    # An unknown task name.
+    app.send_task("other_app.tasks.resize", args=[{"x": 1}])
+    # Pickle content: must never be deserialized.
+    record_lineage_event.apply_async((payload(tag, 100), db_uri), serializer="pickle")
+    valid(1)
+    # Expired a minute ago.
+    record_lineage_event.apply_async(
+        (payload(tag, 101), db_uri), expires=datetime.now(timezone.utc) - timedelta(minutes=1)
+    )
+    # Protocol v1.
+    message = app.amqp.as_task_v1(
+        str(uuid.uuid4()), record_lineage_event.name, (payload(tag, 102), db_uri), {}
+    )
+    with app.producer_or_acquire() as producer:
+        app.amqp.send_task_message(producer, record_lineage_event.name, message)
+    # A malformed body: not a JSON envelope at all, pushed raw to the queue.
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        client.lpush(queue, b"{this is not json")
+    valid(2)
+    for i in ids:
+        print(i)
+
+
+def results(n, tag, db_uri):
+    handles = []
+    for i in range(n):
+        p = payload(tag, i)
+        handles.append((event_id(p), record_lineage_event.delay(p, db_uri)))
+    for eid, h in handles:
+        print(eid, h.get(timeout=60), h.id)
+
+
+def main(argv):
+    cmd = argv[1]
+    if cmd == "publish":
+        countdown = None
+        if len(argv) > 5 and argv[5] == "--countdown":
+            countdown = float(argv[6])
+        publish(int(argv[2]), argv[3], argv[4], countdown)
+    elif cmd == "poison":
+        poison(argv[2], argv[3])
+    elif cmd == "results":
+        results(int(argv[2]), argv[3], argv[4])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,60 @@
+"""The reference Celery application of the seed system, for geoprov's interoperability tests.
+
+``record_lineage_event(payload, db_uri)`` is the task a pipeline calls with ``.delay``. Its
+event id is the seed's scheme: sha256 of ``json.dumps(payload, sort_keys=True)``. When
+``db_uri`` is ``sqlite:///PATH`` the task stores the event with INSERT OR IGNORE into the table
+``seed_lineage_events`` of that file (the seed wrote to the database ``db_uri`` names; a SQLite
+file stands in for it here). Any other ``db_uri`` is not connected to.
+
+Configuration comes from the environment:
+LINEAGE_BROKER (default redis://127.0.0.1:6379/0), LINEAGE_RESULT_BACKEND (default none),
+LINEAGE_QUEUE (default celery), LINEAGE_KEYPREFIX (kombu's global_keyprefix, default none),
+LINEAGE_VISIBILITY_TIMEOUT (seconds, default kombu's).
+"""
+
+import hashlib
+import json
+import os
+import sqlite3
+
+from celery import Celery
+
+app = Celery(
+    "lineage_tasks",
+    broker=os.environ.get("LINEAGE_BROKER", "redis://127.0.0.1:6379/0"),
+    backend=os.environ.get("LINEAGE_RESULT_BACKEND") or None,
+)
+_options = {}
+if os.environ.get("LINEAGE_KEYPREFIX"):
+    _options["global_keyprefix"] = os.environ["LINEAGE_KEYPREFIX"]
+if os.environ.get("LINEAGE_VISIBILITY_TIMEOUT"):
+    _options["visibility_timeout"] = float(os.environ["LINEAGE_VISIBILITY_TIMEOUT"])
+app.conf.broker_transport_options = _options
+app.conf.task_default_queue = os.environ.get("LINEAGE_QUEUE", "celery")
+app.conf.task_acks_late = True
+app.conf.worker_prefetch_multiplier = 4
+app.conf.broker_connection_retry_on_startup = True
+
+
+def event_id(payload):
+    """The seed's event id: sha256 hex of json.dumps(payload, sort_keys=True)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+@app.task(name="lineage_tasks.record_lineage_event")
+def record_lineage_event(payload, db_uri):
+    """Store one lineage event; returns SUCCESS:<event_id>."""
+    eid = event_id(payload)
+    if db_uri.startswith("sqlite:///"):
+        with sqlite3.connect(db_uri[len("sqlite:///"):], timeout=60) as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS seed_lineage_events ("
+                "event_id TEXT PRIMARY KEY, dataset_uuid TEXT, operation TEXT, "
+                "payload_json TEXT)"
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO seed_lineage_events VALUES (?, ?, ?, ?)",
+                (eid, payload.get("dataset_uuid"), payload.get("operation"),
+                 json.dumps(payload, sort_keys=True)),
+            )
+    return "SUCCESS:" + eid
