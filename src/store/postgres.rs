@@ -175,12 +175,11 @@ inserted AS (
            f.started_at, f.ended_at
     FROM fresh f CROSS JOIN head
     ORDER BY f.ord
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id, operation
+    RETURNING event_id, log_position
 ),
 edges AS (
-    INSERT INTO lineage_edges (from_uuid, to_uuid, event_id, operation)
-    SELECT x.from_uuid, x.to_uuid, i.event_id, i.operation
+    INSERT INTO lineage_edges (from_uuid, to_uuid, log_position)
+    SELECT x.from_uuid, x.to_uuid, i.log_position
     FROM unnest($10::text[], $11::uuid[], $12::uuid[]) AS x(event_id, from_uuid, to_uuid)
     JOIN inserted i ON i.event_id = x.event_id
 ),
@@ -520,8 +519,7 @@ impl PostgresStore {
             }
             tx.execute(
                 "INSERT INTO lineage_edges (from_uuid, to_uuid, event_id, operation) \
-                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) \
-                 ON CONFLICT DO NOTHING",
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[])",
                 &[
                     &page.edge_from,
                     &page.edge_to,
@@ -725,12 +723,14 @@ impl Store for PostgresStore {
         let mut client = self.ready_client().await?;
         let sql = match direction {
             Direction::Upstream => {
-                "SELECT to_uuid, from_uuid, event_id, operation FROM lineage_edges \
-                 WHERE to_uuid = ANY($1::uuid[]) LIMIT $2"
+                "SELECT x.to_uuid, x.from_uuid, e.event_id, coalesce(e.operation, '') \
+                 FROM lineage_edges x JOIN lineage_events e ON e.log_position = x.log_position \
+                 WHERE x.to_uuid = ANY($1::uuid[]) LIMIT $2"
             }
             Direction::Downstream => {
-                "SELECT from_uuid, to_uuid, event_id, operation FROM lineage_edges \
-                 WHERE from_uuid = ANY($1::uuid[]) LIMIT $2"
+                "SELECT x.from_uuid, x.to_uuid, e.event_id, coalesce(e.operation, '') \
+                 FROM lineage_edges x JOIN lineage_events e ON e.log_position = x.log_position \
+                 WHERE x.from_uuid = ANY($1::uuid[]) LIMIT $2"
             }
         };
         let stmt = client.prepare_cached(sql).await.map_err(classify)?;

@@ -336,7 +336,7 @@ fn celery_worker_survives_a_redis_restart() {
     let mut worker = start_worker(
         &env,
         data.path(),
-        &["--rate-limit", "800/s", "--batch-size", "100"],
+        &["--rate-limit", "500/s", "--batch-size", "100"],
     );
     assert!(
         wait_until(Duration::from_secs(60), || stored_ids(data.path()).len()
@@ -345,12 +345,20 @@ fn celery_worker_survives_a_redis_restart() {
         worker.log_text()
     );
     redis.restart(Duration::from_secs(2));
+    assert!(
+        stored_ids(data.path()).len() < 2000,
+        "the restart happened mid-stream"
+    );
     ids.extend(env.tool(&py, &["publish", "500", "rr2", SECRET_DB_URI]));
     let done = wait_until(Duration::from_secs(120), || {
         stored_ids(data.path()).len() >= 2500
     });
     let log = worker.log_text();
     assert!(done, "not all stored after the restart; log:\n{log}");
+    assert!(
+        log.contains("Broker available again"),
+        "the worker saw the outage and recovered by itself; log:\n{log}"
+    );
     assert_eq!(worker.terminate(), Some(0));
     assert_same_ids(data.path(), &ids, &log);
 }
@@ -501,6 +509,17 @@ fn mixed_fleet_of_python_and_geoprov_workers_stores_every_event_once() {
         .stderr(python_log)
         .spawn()
         .expect("start the Python Celery worker");
+    // Let the Python worker get going first (it starts slower), then run both at once.
+    let python_started = wait_until(Duration::from_secs(90), || {
+        rusqlite::Connection::open(&seed_db)
+            .and_then(|c| {
+                c.query_row("SELECT count(*) FROM seed_lineage_events", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .is_ok_and(|n| n > 0)
+    });
+    assert!(python_started, "the Python Celery worker stored nothing");
     let mut geoprov = start_worker(
         &env,
         data.path(),

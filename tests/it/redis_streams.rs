@@ -316,7 +316,7 @@ async fn streams_worker_survives_a_redis_restart() {
             "--queue",
             queue.as_str(),
             "--rate-limit",
-            "1000/s",
+            "600/s",
             "--batch-size",
             "100",
             "--visibility-timeout",
@@ -330,6 +330,10 @@ async fn streams_worker_survives_a_redis_restart() {
         worker.log_text()
     );
     redis.restart(Duration::from_secs(2));
+    assert!(
+        stored_ids(data.path()).len() < 3000,
+        "the restart happened mid-stream"
+    );
     // More events after the restart, through a fresh producer.
     enqueue_all(&url, &queue, &events[3000..]).await;
     let done = wait_until(Duration::from_secs(120), || {
@@ -339,6 +343,10 @@ async fn streams_worker_survives_a_redis_restart() {
     assert!(
         done,
         "not every event stored after the restart; log:\n{log}"
+    );
+    assert!(
+        log.contains("Broker available again"),
+        "the worker saw the outage and recovered by itself; log:\n{log}"
     );
     assert_eq!(worker.terminate(), Some(0), "log:\n{log}");
     assert_exactly_once(data.path(), &expected, &log);
@@ -403,7 +411,7 @@ fn make_certs(dir: &Path) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn streams_over_tls_with_a_private_ca() {
+async fn streams_over_mutual_tls_with_a_private_ca() {
     let certs = tempfile::tempdir().unwrap();
     if !make_certs(certs.path()) {
         assert!(
@@ -425,7 +433,7 @@ async fn streams_over_tls_with_a_private_ca() {
         "--tls-ca-cert-file",
         &p("ca.crt"),
         "--tls-auth-clients",
-        "no",
+        "yes",
     ]) else {
         return;
     };
@@ -434,22 +442,29 @@ async fn streams_over_tls_with_a_private_ca() {
         queue: Some("tls".into()),
         tls: TlsFiles {
             ca: Some(certs.path().join("ca.crt")),
-            ..TlsFiles::default()
+            cert: Some(certs.path().join("client.crt")),
+            key: Some(certs.path().join("client.key")),
         },
         ..BrokerOptions::default()
     };
     // The server needs a moment to listen.
-    let mut opened = None;
+    let mut opened = Err(String::new());
     for _ in 0..100 {
         match broker::open(&url, &options).await {
             Ok(b) => {
-                opened = Some(b);
+                opened = Ok(b);
                 break;
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => {
+                opened = Err(e.to_string());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
-    let broker = opened.expect("TLS connection with the private CA");
+    let broker = match opened {
+        Ok(b) => b,
+        Err(e) => panic!("mutual TLS with the private CA and a client cert failed: {e}"),
+    };
     let sent = bodies(3, "tls");
     broker
         .producer()
@@ -477,4 +492,29 @@ async fn streams_over_tls_with_a_private_ca() {
         broker::open(&url, &untrusted).await.is_err(),
         "a certificate from an unknown CA must be refused"
     );
+    // Without a client certificate, the server refuses us.
+    let anonymous = BrokerOptions {
+        queue: Some("tls".into()),
+        tls: TlsFiles {
+            ca: Some(certs.path().join("ca.crt")),
+            ..TlsFiles::default()
+        },
+        ..BrokerOptions::default()
+    };
+    assert!(
+        broker::open(&url, &anonymous).await.is_err(),
+        "the server requires a client certificate"
+    );
+    // Half a client identity is a configuration error.
+    let half = BrokerOptions {
+        tls: TlsFiles {
+            cert: Some(certs.path().join("client.crt")),
+            ..TlsFiles::default()
+        },
+        ..BrokerOptions::default()
+    };
+    assert!(matches!(
+        broker::open(&url, &half).await,
+        Err(geoprov::broker::BrokerError::Config(_))
+    ));
 }

@@ -113,16 +113,28 @@ impl Drop for Server {
 
 /// GET `url` from synchronous code and return the status code.
 pub fn get_status(url: &str) -> Result<u16, String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(async {
-            ::reqwest::get(url)
-                .await
-                .map(|r| r.status().as_u16())
-                .map_err(|e| e.to_string())
-        })
+    // A plain HTTP/1.1 GET over std's TcpStream: callable from sync code and from inside async
+    // tests alike (a nested Tokio runtime is not).
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("not an http URL: {url}"))?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut stream = std::net::TcpStream::connect(host).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).map_err(|e| e.to_string())?;
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| "malformed HTTP status line".to_string())
 }
 
 /// POST a body to /v1/events and return (status, JSON answer).

@@ -1,0 +1,179 @@
+//! `geoprov bench` on PostgreSQL beside a plain text COPY of the same rows, in one run on one
+//! server, with the ratio of the two rates (issue 4, "Fast idempotent writes").
+//!
+//! ```text
+//! cargo bench --bench pg_copy
+//! GEOPROV_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432/test GEOPROV_BENCH_EVENTS=200000 \
+//!     cargo bench --bench pg_copy
+//! ```
+//!
+//! 1. `geoprov bench --store postgres://...?schema=<scratch> --events N` pushes N events through
+//!    the embedded broker and two worker tasks into a fresh schema, end to end.
+//! 2. The rows it stored are read back as COPY text (the seed's eight columns plus
+//!    `log_position`, `started_at`, `ended_at`), then written with one plain `COPY ... FROM STDIN`
+//!    (one transaction, one fsync) into an empty table of the reference schema (`event_id text
+//!    primary key`, no other index): the raw limit of the server for those rows.
+//! 3. It prints both rates and geoprov's share of the COPY rate. The COPY runs twice, each time
+//!    into a fresh table, and the mean is used.
+//!
+//! Without `--bench` (as `cargo test --all-targets` runs it) it does nothing.
+
+use std::process::Command;
+use std::time::Instant;
+
+use futures::{SinkExt, StreamExt};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("pg_copy: a measurement; run it with `cargo bench --bench pg_copy`");
+        return;
+    }
+    let server = std::env::var("GEOPROV_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let events: usize = std::env::var("GEOPROV_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let (client, connection) = match tokio_postgres::connect(&server, tokio_postgres::NoTls).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            println!("skipped: no server at {server} ({e})");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let schema = format!("geoprov_bench_{}", uuid::Uuid::new_v4().simple());
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
+    let result = run(&client, &server, &schema, events).await;
+    let _ = client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await;
+    if let Err(e) = result {
+        eprintln!("pg_copy failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(
+    client: &tokio_postgres::Client,
+    server: &str,
+    schema: &str,
+    events: usize,
+) -> Result<(), String> {
+    let separator = if server.contains('?') { '&' } else { '?' };
+    let store = format!("{server}{separator}schema={schema}");
+    let data_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+
+    // 1. Migrate (the bench would too; done apart so that its time is not counted).
+    let migrate = Command::new(env!("CARGO_BIN_EXE_geoprov"))
+        .args(["migrate", "--store", &store])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !migrate.status.success() {
+        return Err(String::from_utf8_lossy(&migrate.stderr).into_owned());
+    }
+
+    // 2. The end-to-end bench.
+    let bench = Command::new(env!("CARGO_BIN_EXE_geoprov"))
+        .args([
+            "bench",
+            "--json",
+            "--events",
+            &events.to_string(),
+            "--store",
+            &store,
+        ])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .env("GEOPROV_LOG", "warn")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !bench.status.success() {
+        return Err(String::from_utf8_lossy(&bench.stderr).into_owned());
+    }
+    let stdout = String::from_utf8_lossy(&bench.stdout);
+    let report: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| format!("no JSON in the bench output: {stdout}"))?;
+    let geoprov_rate = report["end_to_end_events_per_s"].as_f64().unwrap_or(0.0);
+
+    // 3. The same rows as COPY text.
+    let columns = "event_id, dataset_uuid, operation, crs_from, crs_to, processor_id, \
+                   \"timestamp\", payload_json, log_position, started_at, ended_at";
+    let out = client
+        .copy_out(&format!(
+            "COPY (SELECT {columns} FROM {schema}.lineage_events ORDER BY log_position) TO STDOUT"
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    futures::pin_mut!(out);
+    let mut text: Vec<bytes::Bytes> = Vec::new();
+    while let Some(chunk) = out.next().await {
+        text.push(chunk.map_err(|e| e.to_string())?);
+    }
+    let rows: usize = text
+        .iter()
+        .map(|c| c.iter().filter(|&&b| b == b'\n').count())
+        .sum();
+    let bytes: usize = text.iter().map(bytes::Bytes::len).sum();
+
+    // 4. Plain COPY into the reference schema, twice (fresh table each time).
+    let mut copy_rates = Vec::new();
+    for round in 0..2 {
+        let table = format!("{schema}.copy_scratch_{round}");
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {table} (event_id text PRIMARY KEY, dataset_uuid text, \
+                 operation text, crs_from text, crs_to text, processor_id text, \
+                 \"timestamp\" timestamptz, payload_json text, log_position bigint, \
+                 started_at timestamptz, ended_at timestamptz)"
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let sink = client
+            .copy_in(&format!("COPY {table} ({columns}) FROM STDIN"))
+            .await
+            .map_err(|e| e.to_string())?;
+        futures::pin_mut!(sink);
+        for chunk in &text {
+            sink.send(chunk.clone()).await.map_err(|e| e.to_string())?;
+        }
+        let copied = sink.finish().await.map_err(|e| e.to_string())?;
+        let elapsed = started.elapsed().as_secs_f64();
+        #[allow(clippy::cast_precision_loss)]
+        copy_rates.push(copied as f64 / elapsed.max(1e-9));
+    }
+    let copy_rate = copy_rates.iter().sum::<f64>() / copy_rates.len().max(1) as f64;
+    println!(
+        "rows: {rows} ({} bytes of COPY text, {:.0} B/row)",
+        bytes,
+        bytes as f64 / rows.max(1) as f64
+    );
+    println!(
+        "geoprov bench (embedded broker, {} x batch {}, end to end): {geoprov_rate:>8.0} events/s",
+        report["concurrency"], report["batch_size"]
+    );
+    println!(
+        "plain text COPY, same rows, one transaction:            {copy_rate:>8.0} rows/s \
+         (runs: {})",
+        copy_rates
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "ratio geoprov / COPY: {:.2}",
+        geoprov_rate / copy_rate.max(1e-9)
+    );
+    Ok(())
+}
