@@ -44,6 +44,14 @@
 //! key; another exchange → the queues bound in `_kombu.binding.<exchange>`; none found → this
 //! worker's queue, so a message is never silently lost).
 //!
+//! # Durability
+//!
+//! As for the native backend: run Redis with `appendonly yes`; connections reconnect by
+//! themselves, and the scripts are re-sent (EVALSHA falls back to EVAL) after a restart.
+//! kombu keeps no delivery count, so geoprov keeps one (`geoprov:<queue>:attempts`, deleted on
+//! ack); a message a Python worker acks after geoprov gave it back leaves its small counter
+//! behind.
+//!
 //! # Visibility sweep
 //!
 //! Like kombu's `restore_visible`, at start-up and every 10 s: take `unacked_mutex`

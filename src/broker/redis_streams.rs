@@ -27,8 +27,15 @@
 //!   next claim).
 //! - **dead_letter**: XADD to the dead stream + XACK + XDEL in one MULTI.
 //!
-//! Durability is Redis's: run it with `appendonly yes` for a broker that survives a restart.
-//! A Redis that lost its data (or the group) on restart is handled: the group is recreated.
+//! Every process joins the group under new consumer names; members that hold nothing and were
+//! idle for an hour are removed (`XGROUP DELCONSUMER`) by the claim scan every five minutes.
+//!
+//! Durability is Redis's: `enqueue` returns when Redis has applied the XADDs. Run Redis with
+//! `appendonly yes` for a broker that survives a restart (with the default `appendfsync
+//! everysec`, a power loss can cost the last second; `appendfsync always` closes that). A
+//! Redis that lost its data (or the group) on restart is handled: the group is recreated.
+//! Connections reconnect by themselves; while Redis is down, calls fail as
+//! [`BrokerError::Unavailable`] and the worker backs off.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +63,12 @@ pub const GROUP: &str = "geoprov";
 const CLAIM_INTERVAL: Duration = Duration::from_secs(3);
 /// Longest single blocking read, so a dead connection is noticed.
 const MAX_BLOCK: Duration = Duration::from_secs(5);
+/// How often a consumer removes group members that hold nothing and were idle for
+/// [`STALE_CONSUMER_IDLE`] (workers that stopped or died: every process adds new names).
+const STALE_SCAN_INTERVAL: Duration = Duration::from_secs(300);
+/// Idle time after which a member holding nothing is removed. Harmless if it was alive: a
+/// consumer is re-created by its next read.
+const STALE_CONSUMER_IDLE: Duration = Duration::from_secs(3600);
 
 /// A Redis server used as a stream broker.
 pub struct RedisStreamsBroker {
@@ -131,6 +144,7 @@ impl Broker for RedisStreamsBroker {
             claim_cursor: "0-0".into(),
             last_claim: None,
             want_claim: true,
+            last_stale_scan: None,
         }))
     }
 
@@ -192,6 +206,7 @@ pub struct RedisStreamsConsumer {
     last_claim: Option<Instant>,
     /// The last read came back empty: look for abandoned entries first.
     want_claim: bool,
+    last_stale_scan: Option<Instant>,
 }
 
 impl RedisStreamsConsumer {
@@ -251,6 +266,14 @@ impl RedisStreamsConsumer {
         if let Some(next) = parts.first().and_then(value_text) {
             self.claim_cursor = next;
         }
+        if self.claim_cursor == "0-0"
+            && self
+                .last_stale_scan
+                .is_none_or(|t| t.elapsed() >= STALE_SCAN_INTERVAL)
+        {
+            self.last_stale_scan = Some(Instant::now());
+            self.remove_stale_consumers().await?;
+        }
         let entries = parts.get(1).map(parse_entries).unwrap_or_default();
         if entries.is_empty() {
             return Ok(Vec::new());
@@ -267,6 +290,56 @@ impl RedisStreamsConsumer {
         let replies: Vec<Value> = pipe.query_async(&mut self.conn).await.map_err(map_err)?;
         let counts: Vec<u32> = replies.iter().map(pending_count).collect();
         Ok(Self::deliveries(entries, &counts))
+    }
+
+    /// `XGROUP DELCONSUMER` every other member with no pending entries, idle for an hour.
+    async fn remove_stale_consumers(&mut self) -> Result<(), BrokerError> {
+        let info: Value = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(map_err)?;
+        let Value::Array(members) = info else {
+            return Ok(());
+        };
+        let idle_limit = i64::try_from(millis(STALE_CONSUMER_IDLE)).unwrap_or(i64::MAX);
+        for member in &members {
+            let fields: Vec<(String, &Value)> = match member {
+                Value::Array(kv) => kv
+                    .chunks(2)
+                    .filter_map(|c| match c {
+                        [k, v] => value_text(k).map(|k| (k, v)),
+                        _ => None,
+                    })
+                    .collect(),
+                Value::Map(kv) => kv
+                    .iter()
+                    .filter_map(|(k, v)| value_text(k).map(|k| (k, v)))
+                    .collect(),
+                _ => continue,
+            };
+            let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+            let (Some(name), Some(Value::Int(pending)), Some(Value::Int(idle))) = (
+                get("name").and_then(value_text),
+                get("pending"),
+                get("idle"),
+            ) else {
+                continue;
+            };
+            if name != self.name && *pending == 0 && *idle > idle_limit {
+                redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&self.stream)
+                    .arg(GROUP)
+                    .arg(&name)
+                    .query_async::<Value>(&mut self.conn)
+                    .await
+                    .map_err(map_err)?;
+            }
+        }
+        Ok(())
     }
 
     async fn read_new(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BrokerError> {

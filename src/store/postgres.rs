@@ -472,7 +472,7 @@ impl PostgresStore {
         let mut size = start;
         let select = tx
             .prepare(
-                "SELECT event_id, operation, payload_json FROM lineage_events \
+                "SELECT event_id, payload_json FROM lineage_events \
                  WHERE log_position IS NULL ORDER BY \"timestamp\", event_id LIMIT $1",
             )
             .await
@@ -489,12 +489,11 @@ impl PostgresStore {
             let mut page = AdoptionPage::default();
             for row in &rows {
                 let event_id: String = row.try_get(0).map_err(classify)?;
-                let operation: Option<String> = row.try_get(1).map_err(classify)?;
-                let payload: Option<String> = row.try_get(2).map_err(classify)?;
+                let payload: Option<String> = row.try_get(1).map_err(classify)?;
                 let position = size
                     .checked_add(i64::try_from(page.ids.len()).unwrap_or(i64::MAX))
                     .ok_or_else(|| StoreError::Corrupt("log size overflows i64".into()))?;
-                if !page.push(event_id, operation, payload.as_deref(), position) {
+                if !page.push(event_id, payload.as_deref(), position) {
                     unparsed += 1;
                 }
             }
@@ -518,14 +517,9 @@ impl PostgresStore {
                 )));
             }
             tx.execute(
-                "INSERT INTO lineage_edges (from_uuid, to_uuid, event_id, operation) \
-                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[])",
-                &[
-                    &page.edge_from,
-                    &page.edge_to,
-                    &page.edge_event,
-                    &page.edge_operation,
-                ],
+                "INSERT INTO lineage_edges (from_uuid, to_uuid, log_position) \
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[])",
+                &[&page.edge_from, &page.edge_to, &page.edge_position],
             )
             .await
             .map_err(classify)?;
@@ -581,8 +575,16 @@ impl PostgresStore {
             &columns.edge_from,
             &columns.edge_to,
         ];
-        let (_, row) = futures::try_join!(tx.query_one(&lock, &[]), tx.query_one(&insert, &params))
-            .map_err(classify)?;
+        let joined = futures::try_join!(tx.query_one(&lock, &[]), tx.query_one(&insert, &params));
+        let row = match joined {
+            Ok((_, row)) => row,
+            // Another writer that does not take the lock inserted one of these ids meanwhile.
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                tx.rollback().await.map_err(classify)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(classify(e)),
+        };
         let numbered: i64 = row.try_get(0).map_err(classify)?;
         let inserted: i64 = row.try_get(1).map_err(classify)?;
         let size: i64 = row.try_get(2).map_err(classify)?;
@@ -1057,19 +1059,12 @@ struct AdoptionPage {
     ended_at: Vec<Option<DateTime<Utc>>>,
     edge_from: Vec<Uuid>,
     edge_to: Vec<Uuid>,
-    edge_event: Vec<String>,
-    edge_operation: Vec<String>,
+    edge_position: Vec<i64>,
 }
 
 impl AdoptionPage {
     /// Add one row; false when its payload could not be parsed (it gets a position, no edges).
-    fn push(
-        &mut self,
-        event_id: String,
-        operation: Option<String>,
-        payload: Option<&str>,
-        position: i64,
-    ) -> bool {
+    fn push(&mut self, event_id: String, payload: Option<&str>, position: i64) -> bool {
         let parsed = payload.map(|p| parse_event(p.as_bytes(), usize::MAX));
         let event = match parsed {
             Some(Ok(event)) => Some(event),
@@ -1106,7 +1101,6 @@ impl AdoptionPage {
                 .map(|t| t.with_timezone(&Utc)),
         );
         if let Some(event) = event {
-            let operation = operation.unwrap_or_else(|| event.operation.clone());
             let mut inputs = Vec::new();
             let mut outputs = Vec::new();
             distinct(&event.inputs, &mut inputs);
@@ -1115,8 +1109,7 @@ impl AdoptionPage {
                 for &to in &outputs {
                     self.edge_from.push(from);
                     self.edge_to.push(to);
-                    self.edge_event.push(event_id.clone());
-                    self.edge_operation.push(operation.clone());
+                    self.edge_position.push(position);
                 }
             }
         }

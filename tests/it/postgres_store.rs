@@ -150,7 +150,8 @@ async fn geoprov_columns_and_edges_are_stored() {
     assert_eq!(leaf, None, "leaf_hash is the tlog's to fill");
     let mut edges: Vec<(Uuid, Uuid, String, String)> = raw
         .query(
-            "SELECT from_uuid, to_uuid, event_id, operation FROM lineage_edges",
+            "SELECT x.from_uuid, x.to_uuid, e.event_id, e.operation \
+             FROM lineage_edges x JOIN lineage_events e USING (log_position)",
             &[],
         )
         .await

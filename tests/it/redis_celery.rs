@@ -591,3 +591,62 @@ fn mixed_fleet_of_python_and_geoprov_workers_stores_every_event_once() {
     );
     assert!(union == want);
 }
+
+#[tokio::test]
+async fn celery_dead_letters_are_atomic_and_replay_to_the_queue() {
+    let Some(url) = redis_url() else { return };
+    let (env, _cleanup) = celery_env(&url, "dlq");
+    let broker = open_celery(&env).await;
+    let events: Vec<Bytes> = valid_events(2, "dlq")
+        .into_iter()
+        .map(Bytes::from)
+        .collect();
+    broker
+        .producer()
+        .await
+        .unwrap()
+        .enqueue(&events)
+        .await
+        .unwrap();
+    let mut consumer = broker
+        .consumer(ConsumerOptions {
+            visibility_timeout: Duration::from_secs(60),
+            name: "c".into(),
+        })
+        .await
+        .unwrap();
+    let got = consumer
+        .receive(10, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    let items: Vec<_> = got
+        .iter()
+        .map(|d| (d.clone(), "testing".to_string()))
+        .collect();
+    consumer.dead_letter(&items).await.unwrap();
+    assert_eq!(hlen(&url, &format!("{}unacked", env.prefix)), 0);
+    assert_eq!(
+        hlen(
+            &url,
+            &format!("{}geoprov:{}:attempts", env.prefix, env.queue)
+        ),
+        0
+    );
+    let dlq = broker.dead_letters().await.unwrap();
+    let letters = dlq.list(10).await.unwrap();
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0].body, got[0].body, "the envelope byte for byte");
+    assert_eq!(letters[0].reason, "testing");
+    assert_eq!(dlq.replay(None).await.unwrap(), 2);
+    assert_eq!(dlq.count().await.unwrap(), 0);
+    assert_eq!(broker.depth().await.unwrap(), Some(2));
+    let again = consumer
+        .receive(10, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.iter().map(|d| d.body.clone()).collect::<Vec<_>>(),
+        got.iter().map(|d| d.body.clone()).collect::<Vec<_>>()
+    );
+}

@@ -35,16 +35,9 @@ pub fn step(operation: &str, inputs: &[Uuid], outputs: &[Uuid]) -> LineageEvent 
         "outputs": outputs,
         "run": Uuid::new_v4(),
     });
-    let mut event = event_from(&payload);
-    // The graph fields must be what the payload says. `parse_event` fills them from `inputs`
-    // and `outputs`; an older, simplified validator left them at their defaults, which these
-    // two lines make up for (they change nothing when the validator filled them).
-    if event.inputs.is_empty() {
-        event.inputs = inputs.to_vec();
-    }
-    if event.outputs.len() < outputs.len() {
-        event.outputs = outputs.to_vec();
-    }
+    let event = event_from(&payload);
+    assert_eq!(event.inputs, inputs, "parse_event keeps the inputs");
+    assert_eq!(event.outputs, outputs, "parse_event keeps the outputs");
     event
 }
 
