@@ -380,6 +380,7 @@ impl EmbeddedConsumer {
                             tag: DeliveryTag::Int(u64::try_from(id).unwrap_or(0)),
                             body: body.map(Bytes::from).unwrap_or_default(),
                             attempt: u32::try_from(attempts.max(1)).unwrap_or(u32::MAX),
+                            properties: None,
                         });
                     }
                 }

@@ -4,10 +4,13 @@
 //! Not for: decoding payloads (see `event`), or deciding retry vs dead letter (see `worker`).
 //!
 //! Backends: [`embedded::EmbeddedBroker`] (an on-disk queue under the data dir),
-//! [`redis_streams::RedisStreamsBroker`] (native Redis Streams) and
-//! [`redis_celery::RedisCeleryBroker`] (Celery/kombu lists on Redis). The URL and
-//! [`BrokerOptions`] pick one at run time through [`open`].
+//! [`redis_streams::RedisStreamsBroker`] (native Redis Streams),
+//! [`redis_celery::RedisCeleryBroker`] (Celery/kombu lists on Redis) and
+//! [`amqp::AmqpBroker`] (RabbitMQ, native or Celery). The URL and [`BrokerOptions`] pick one at
+//! run time through [`open`].
 
+pub mod amqp;
+mod amqp_common;
 pub mod embedded;
 pub mod redis_celery;
 mod redis_common;
@@ -61,6 +64,48 @@ pub struct Delivery {
     pub body: Bytes,
     /// 1 on first delivery; counts every delivery including redeliveries after a crash.
     pub attempt: u32,
+    /// Transport metadata that travels beside the body, for decoders that need more than the
+    /// bytes (a Celery task on RabbitMQ keeps its name and id in AMQP headers). `None` where
+    /// the body says everything (embedded, Redis).
+    pub properties: Option<Arc<MessageProperties>>,
+}
+
+/// The AMQP properties of a delivery that a decoder may need, headers as JSON.
+///
+/// `Debug` lists the header names only: Celery's `argsrepr` header repeats the task's `db_uri`.
+#[derive(Clone, Default)]
+pub struct MessageProperties {
+    /// The `content_type` property.
+    pub content_type: Option<String>,
+    /// The `content_encoding` property.
+    pub content_encoding: Option<String>,
+    /// The `application_headers` table as a JSON object (void values are `null`).
+    pub headers: Option<serde_json::Value>,
+    /// The `priority` property.
+    pub priority: Option<u8>,
+    /// The broker's own delivery tag on its channel.
+    pub delivery_tag: Option<u64>,
+    /// The broker's `redelivered` flag.
+    pub redelivered: bool,
+}
+
+impl std::fmt::Debug for MessageProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self
+            .headers
+            .as_ref()
+            .and_then(serde_json::Value::as_object)
+            .map(|h| h.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        f.debug_struct("MessageProperties")
+            .field("content_type", &self.content_type)
+            .field("content_encoding", &self.content_encoding)
+            .field("header_names", &names)
+            .field("priority", &self.priority)
+            .field("delivery_tag", &self.delivery_tag)
+            .field("redelivered", &self.redelivered)
+            .finish()
+    }
 }
 
 /// A message that could not be stored, kept with its original bytes and why.
@@ -137,6 +182,9 @@ pub struct ConsumerOptions {
     /// A name for this consumer, unique per process and task (used in logs and by brokers with
     /// consumer groups).
     pub name: String,
+    /// Most unacknowledged deliveries the broker may push ahead (AMQP `basic.qos`); the worker
+    /// sets its batch size. Defaults to 1000.
+    pub prefetch: u16,
 }
 
 impl Default for ConsumerOptions {
@@ -144,6 +192,7 @@ impl Default for ConsumerOptions {
         Self {
             visibility_timeout: Duration::from_secs(30),
             name: format!("geoprov-{}", std::process::id()),
+            prefetch: 1000,
         }
     }
 }
@@ -161,7 +210,7 @@ pub trait Broker: Send + Sync {
     async fn depth(&self) -> Result<Option<u64>, BrokerError>;
 }
 
-/// Files for TLS connections (`rediss://`): a CA bundle to trust instead of the system roots,
+/// Files for TLS connections (`rediss://`, `amqps://`): a CA bundle to trust instead of the system roots,
 /// and a client certificate and key for mutual TLS. All PEM.
 #[derive(Debug, Clone, Default)]
 pub struct TlsFiles {
@@ -180,13 +229,14 @@ pub struct BrokerOptions {
     pub data_dir: std::path::PathBuf,
     /// Queue name. Defaults to `geoprov` (native) or `celery` (`celery`).
     pub queue: Option<String>,
-    /// Read and write Celery protocol messages (kombu lists on Redis) instead of native events.
+    /// Read and write Celery protocol messages (kombu lists on Redis, Celery's queue on
+    /// RabbitMQ) instead of native events.
     pub celery: bool,
     /// The Celery task to process. Defaults to [`crate::celery::DEFAULT_TASK_NAME`].
     pub celery_task: Option<String>,
     /// kombu's `global_keyprefix` transport option: prefixes every Redis key. Defaults to none.
     pub key_prefix: Option<String>,
-    /// TLS files for `rediss://`.
+    /// TLS files for `rediss://` and `amqps://`.
     pub tls: TlsFiles,
 }
 
@@ -201,12 +251,15 @@ impl BrokerOptions {
 }
 
 /// Open the broker a URL names: `embedded` (an on-disk queue under `options.data_dir`),
-/// `redis://` / `rediss://` (Redis Streams, or kombu lists when `options.celery` is set).
+/// `redis://` / `rediss://` (Redis Streams, or kombu lists when `options.celery` is set),
+/// `amqp://` / `amqps://` (RabbitMQ: geoprov's durable queue, or Celery's queue when
+/// `options.celery` is set).
 pub async fn open(url: &str, options: &BrokerOptions) -> Result<Arc<dyn Broker>, BrokerError> {
     if url == "embedded" {
         if options.celery {
             return Err(BrokerError::Config(
-                "--celery needs a Celery broker: use --broker redis://host:port/db".into(),
+                "--celery needs a Celery broker: use --broker redis://host:port/db or amqp://..."
+                    .into(),
             ));
         }
         let broker = embedded::EmbeddedBroker::open(&options.data_dir.join("queue.db")).await?;
@@ -220,8 +273,13 @@ pub async fn open(url: &str, options: &BrokerOptions) -> Result<Arc<dyn Broker>,
         let broker = redis_streams::RedisStreamsBroker::open(url, options).await?;
         return Ok(Arc::new(broker));
     }
+    if url.starts_with("amqp://") || url.starts_with("amqps://") {
+        let broker = amqp::AmqpBroker::open(url, options).await?;
+        return Ok(Arc::new(broker));
+    }
     Err(BrokerError::Config(format!(
-        "unsupported broker URL '{}': expected 'embedded', redis://... or rediss://...",
+        "unsupported broker URL '{}': expected 'embedded', redis://..., rediss://..., amqp://... \
+         or amqps://...",
         crate::config::redact_url(url)
     )))
 }

@@ -420,6 +420,7 @@ impl RedisCeleryConsumer {
                 tag: DeliveryTag::Text(tag),
                 body: Bytes::from(raw),
                 attempt: attempt.max(1),
+                properties: None,
             });
         }
         Ok(out)
@@ -768,10 +769,23 @@ impl RedisCeleryResults {
     }
 }
 
+/// The task id and `ignore_result` header of a delivery: from its AMQP headers when it has
+/// them (RabbitMQ), else from the kombu envelope in its body (Redis).
+fn task_of(delivery: &Delivery) -> Option<(String, bool)> {
+    match delivery.properties.as_deref() {
+        Some(p) => task_id_in(p.headers.as_ref()?),
+        None => task_id_of(&delivery.body),
+    }
+}
+
 /// The task id and `ignore_result` header of a kombu envelope.
 fn task_id_of(body: &[u8]) -> Option<(String, bool)> {
     let envelope: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let headers = envelope.get("headers")?;
+    task_id_in(envelope.get("headers")?)
+}
+
+/// The `id` and `ignore_result` of a Celery headers object.
+fn task_id_in(headers: &serde_json::Value) -> Option<(String, bool)> {
     let id = headers.get("id")?.as_str()?.to_owned();
     let ignore = headers
         .get("ignore_result")
@@ -791,7 +805,7 @@ impl ResultBackend for RedisCeleryResults {
         pipe.atomic();
         let mut any = false;
         for (delivery, event) in committed {
-            let Some((task_id, ignore)) = task_id_of(&delivery.body) else {
+            let Some((task_id, ignore)) = task_of(delivery) else {
                 continue;
             };
             if ignore {

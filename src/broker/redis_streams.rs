@@ -240,6 +240,7 @@ impl RedisStreamsConsumer {
                     tag: DeliveryTag::Text(id),
                     body,
                     attempt: base.saturating_add(count),
+                    properties: None,
                 }
             })
             .collect()

@@ -63,7 +63,7 @@ struct GlobalArgs {
     /// Queue name [default: geoprov, or celery with --celery]
     #[arg(long, env = "GEOPROV_QUEUE", global = true)]
     queue: Option<String>,
-    /// Read and write Celery task messages (kombu lists on a redis:// broker)
+    /// Read and write Celery task messages (kombu lists on redis://, Celery's queue on amqp://)
     #[arg(long, env = "GEOPROV_CELERY", global = true)]
     celery: bool,
     /// The Celery task processed with --celery [default: lineage_tasks.record_lineage_event]
@@ -75,7 +75,7 @@ struct GlobalArgs {
     /// Celery result backend (redis://...): store SUCCESS:<event_id> per task [default: none]
     #[arg(long, env = "GEOPROV_RESULT_BACKEND", global = true)]
     result_backend: Option<String>,
-    /// CA certificate file (PEM) trusted for rediss:// [default: webpki roots]
+    /// CA certificate file (PEM) trusted for rediss:// and amqps:// [default: webpki roots]
     #[arg(long, env = "GEOPROV_TLS_CA", global = true)]
     tls_ca: Option<PathBuf>,
     /// Client certificate file (PEM) for mutual TLS
@@ -348,6 +348,7 @@ async fn spawn_workers(
             .consumer(ConsumerOptions {
                 visibility_timeout: args.visibility_timeout,
                 name: format!("geoprov-{}-{n}", std::process::id()),
+                prefetch: u16::try_from(args.batch_size).unwrap_or(u16::MAX),
             })
             .await?;
         let mut worker = Worker::new(

@@ -19,6 +19,10 @@ use super::python_json::{self, PyValue};
 use super::LineageEvent;
 
 /// Default payload size limit: 1 MiB.
+/// Most lineage edges (inputs x outputs) one event may create. Each edge is a stored row, so
+/// this bounds what a single payload can make the store write.
+pub const MAX_EDGES_PER_EVENT: usize = 10_000;
+
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 20;
 
 /// Why a payload was refused. Every refusal is final: the worker dead-letters the message with
@@ -133,6 +137,17 @@ pub fn event_from_value(v: &PyValue) -> Result<LineageEvent, ValidationError> {
     let crs_to = optional_string(v, "crs_to")?;
     let inputs = optional_uuids(v, "inputs")?.unwrap_or_default();
     let outputs = optional_uuids(v, "outputs")?.unwrap_or_else(|| vec![dataset_uuid]);
+    if inputs.len().saturating_mul(outputs.len()) > MAX_EDGES_PER_EVENT {
+        return Err(ValidationError::field(
+            "inputs",
+            format!(
+                "{} inputs x {} outputs make {} lineage edges, over the limit of {MAX_EDGES_PER_EVENT} per event: split the event",
+                inputs.len(),
+                outputs.len(),
+                inputs.len().saturating_mul(outputs.len())
+            ),
+        ));
+    }
     let started_at = optional_time(v, "started_at")?;
     let ended_at = optional_time(v, "ended_at")?;
     if let (Some(start), Some(end)) = (started_at, ended_at) {
@@ -612,5 +627,24 @@ mod tests {
             ev.payload_json,
             format!("{{\"dataset_uuid\": \"{UUID_A}\", \"operation\": \"tile\", \"processor_id\": \"p\"}}")
         );
+    }
+}
+
+#[cfg(test)]
+mod edge_limit_tests {
+    use super::*;
+
+    #[test]
+    fn too_many_edges_are_refused_with_a_reason() {
+        let ids: Vec<String> = (0..101)
+            .map(|i| format!("\"00000000-0000-4000-8000-{i:012}\""))
+            .collect();
+        let list = ids.join(", ");
+        let payload = format!(
+            r#"{{"dataset_uuid": "6f1c2a9e-3b7d-4c1e-9a55-0d2f7e8b4c11", "operation": "mosaic", "processor_id": "p", "inputs": [{list}], "outputs": [{list}]}}"#
+        );
+        let err = parse_event(payload.as_bytes(), DEFAULT_MAX_PAYLOAD_BYTES).unwrap_err();
+        assert!(err.reason.contains("lineage edges"), "{}", err.reason);
+        assert_eq!(err.field_name(), Some("inputs"));
     }
 }

@@ -44,6 +44,12 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }
+
+    /// True when no message can be stored until an operator acts (wrong schema or
+    /// configuration): the worker stops instead of dead-lettering good messages.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, StoreError::Schema(_) | StoreError::Config(_))
+    }
 }
 
 /// Counts returned by [`Store::commit_batch`].

@@ -32,8 +32,9 @@
 //! migrates, the others wait a moment and find nothing to do. Tables as in SQLite, with
 //! PostgreSQL types: `lineage_events` keeps the reference task's columns and types exactly
 //! (`text`, `timestamptz`) and adds `log_position bigint` (unique), `started_at`, `ended_at`
-//! (`timestamptz`) and `leaf_hash bytea`; `lineage_edges` stores its dataset ids as `uuid`;
-//! `log_head` holds the log size. Triggers refuse `UPDATE`, `DELETE` and `TRUNCATE` on
+//! (`timestamptz`) and `leaf_hash bytea`; `lineage_edges` stores its dataset ids as `uuid` and
+//! has two plain indexes instead of SQLite's primary key (the migration says why); `log_head`
+//! holds the log size. Triggers refuse `UPDATE`, `DELETE` and `TRUNCATE` on
 //! `lineage_events` and `lineage_edges`.
 //!
 //! # Adoption
@@ -55,21 +56,29 @@
 //!
 //! # Writes
 //!
-//! [`Store::commit_batch`] is one transaction of three round trips (BEGIN; the lock and the
-//! insert, pipelined; COMMIT), whatever the batch size:
+//! [`Store::commit_batch`] is one transaction. The batch's distinct events travel as array
+//! parameters (`unnest`, binary encoded) of prepared statements, then as a binary COPY:
 //!
-//! 1. `SELECT size FROM log_head WHERE id = 0 FOR UPDATE` serializes appends across every worker
-//!    of every host for the few milliseconds of the insert, which keeps positions dense.
-//! 2. One statement, sent before the lock is granted and run after it, with the batch as 12 array
-//!    parameters (`unnest`, binary encoded): it keeps the batch's events that are not stored yet
-//!    (a fresh snapshot, taken after the lock, sees every earlier commit), numbers them from the
-//!    log size in batch order, inserts them with `ON CONFLICT (event_id) DO NOTHING RETURNING`,
-//!    inserts the edges of the rows it returned, and moves `log_head` on. If another writer that
-//!    does not take the lock (the Python task) inserted one of the ids in between, fewer rows come
-//!    back than were numbered; the transaction is rolled back and tried again, so a position is
-//!    never skipped.
+//! 1. Before the log lock, one statement finds the batch's events that are not stored yet
+//!    (`NOT EXISTS` on the primary key) and inserts their edges. Edges are most of the write work
+//!    (two random uuid index entries each), and this way several workers insert theirs in
+//!    parallel.
+//! 2. `SELECT size, clock_timestamp() FROM log_head WHERE id = 0 FOR UPDATE`, pipelined with
+//!    step 1, serializes appends across every worker of every host from here to the commit,
+//!    which keeps positions dense and in commit order. The time it returns is the batch's
+//!    `timestamp` (when the rows were recorded), so on one server recorded times never run
+//!    backwards along the log.
+//! 3. Under the lock, the new events are written with `COPY lineage_events ... FROM STDIN (FORMAT
+//!    binary)`, numbered from the log size in batch order (COPY writes one WAL record per heap
+//!    page instead of one per row: the insert that holds the lock is as short as the server
+//!    allows), then `log_head` is moved on and the transaction commits.
 //!
-//! Statements are prepared once per connection (deadpool's statement cache).
+//! If an event found new in step 1 was stored by another commit before the lock was granted (the
+//! same message redelivered to two workers) or by a writer that does not take the lock (the
+//! Python task), the COPY hits the primary key: the transaction is rolled back, with the edges it
+//! inserted, and tried again, so no edge is ever stored twice and no position skipped.
+//! Repeated events inside a batch are dropped before sending (the first one counts). Statements
+//! are prepared once per connection (deadpool's statement cache).
 //!
 //! # Outages
 //!
@@ -94,7 +103,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::IsolationLevel;
 use uuid::Uuid;
 
@@ -148,47 +159,55 @@ const ADOPTION_PAGE: i64 = 1000;
 /// lock raced it on the same event id (see "Writes").
 const RACE_RETRIES: usize = 3;
 
-/// The commit's lock statement.
+/// The log lock, as `migrate` takes it: the log size.
 const LOCK_LOG_HEAD: &str = "SELECT size FROM log_head WHERE id = 0 FOR UPDATE";
 
-/// The commit's insert (see "Writes" in the module documentation). Parameters: the batch's
-/// columns `$1..$9` (one element per distinct event, in batch order), then its edges `$10..$12`.
-/// Returns (events numbered, events inserted, log size after).
-const INSERT_BATCH: &str = r#"
+/// The commit's lock: the log size, and the server's clock once the lock is held (the recording
+/// time of the batch; see "Writes").
+const LOCK_LOG_HEAD_AT: &str =
+    "SELECT size, clock_timestamp() FROM log_head WHERE id = 0 FOR UPDATE";
+
+/// The commit's first statement, run before the log lock: the edges of the batch's events that
+/// are not stored yet. Parameters: the distinct events' ids and operations (`$1`, `$2`), then the
+/// edges (`$3` event id, `$4` input, `$5` output). Returns the 1-based ordinals (in `$1`) of the
+/// events that were not stored.
+const INSERT_EDGES: &str = r#"
 WITH fresh AS (
-    SELECT b.*
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::timestamptz[], $9::timestamptz[])
-         WITH ORDINALITY AS b(event_id, dataset_uuid, operation, crs_from, crs_to,
-                              processor_id, payload_json, started_at, ended_at, ord)
+    SELECT b.event_id, b.operation, b.ord
+    FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS b(event_id, operation, ord)
     WHERE NOT EXISTS (SELECT 1 FROM lineage_events e WHERE e.event_id = b.event_id)
 ),
-head AS (
-    SELECT size, clock_timestamp() AS recorded_at FROM log_head WHERE id = 0
-),
-inserted AS (
-    INSERT INTO lineage_events (event_id, dataset_uuid, operation, crs_from, crs_to,
-                                processor_id, "timestamp", payload_json, log_position,
-                                started_at, ended_at)
-    SELECT f.event_id, f.dataset_uuid, f.operation, f.crs_from, f.crs_to, f.processor_id,
-           head.recorded_at, f.payload_json, head.size + row_number() OVER (ORDER BY f.ord) - 1,
-           f.started_at, f.ended_at
-    FROM fresh f CROSS JOIN head
-    ORDER BY f.ord
-    RETURNING event_id, log_position
-),
 edges AS (
-    INSERT INTO lineage_edges (from_uuid, to_uuid, log_position)
-    SELECT x.from_uuid, x.to_uuid, i.log_position
-    FROM unnest($10::text[], $11::uuid[], $12::uuid[]) AS x(event_id, from_uuid, to_uuid)
-    JOIN inserted i ON i.event_id = x.event_id
-),
-grown AS (
-    UPDATE log_head SET size = size + (SELECT count(*) FROM inserted) WHERE id = 0
-    RETURNING size
+    INSERT INTO lineage_edges (from_uuid, to_uuid, event_id, operation)
+    SELECT x.from_uuid, x.to_uuid, f.event_id, f.operation
+    FROM unnest($3::text[], $4::uuid[], $5::uuid[]) AS x(event_id, from_uuid, to_uuid)
+    JOIN fresh f ON f.event_id = x.event_id
 )
-SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM inserted), (SELECT size FROM grown)
+SELECT coalesce(array_agg(ord ORDER BY ord), '{}')::bigint[] FROM fresh
 "#;
+
+/// The commit's insert of the new events, under the log lock: a binary COPY, which writes a
+/// page of rows per heap WAL record instead of one record per row.
+const COPY_EVENTS: &str = "COPY lineage_events (event_id, dataset_uuid, operation, crs_from, \
+     crs_to, processor_id, \"timestamp\", payload_json, log_position, started_at, ended_at) \
+     FROM STDIN (FORMAT binary)";
+
+/// The column types of [`COPY_EVENTS`], in order.
+const COPY_EVENT_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+];
+
+const UPDATE_LOG_SIZE: &str = "UPDATE log_head SET size = $1 WHERE id = 0";
 
 const SELECT_LOG_SIZE: &str = "SELECT size FROM log_head WHERE id = 0";
 
@@ -472,7 +491,7 @@ impl PostgresStore {
         let mut size = start;
         let select = tx
             .prepare(
-                "SELECT event_id, payload_json FROM lineage_events \
+                "SELECT event_id, operation, payload_json FROM lineage_events \
                  WHERE log_position IS NULL ORDER BY \"timestamp\", event_id LIMIT $1",
             )
             .await
@@ -489,11 +508,12 @@ impl PostgresStore {
             let mut page = AdoptionPage::default();
             for row in &rows {
                 let event_id: String = row.try_get(0).map_err(classify)?;
-                let payload: Option<String> = row.try_get(1).map_err(classify)?;
+                let operation: Option<String> = row.try_get(1).map_err(classify)?;
+                let payload: Option<String> = row.try_get(2).map_err(classify)?;
                 let position = size
                     .checked_add(i64::try_from(page.ids.len()).unwrap_or(i64::MAX))
                     .ok_or_else(|| StoreError::Corrupt("log size overflows i64".into()))?;
-                if !page.push(event_id, payload.as_deref(), position) {
+                if !page.push(event_id, operation, payload.as_deref(), position) {
                     unparsed += 1;
                 }
             }
@@ -517,9 +537,14 @@ impl PostgresStore {
                 )));
             }
             tx.execute(
-                "INSERT INTO lineage_edges (from_uuid, to_uuid, log_position) \
-                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[])",
-                &[&page.edge_from, &page.edge_to, &page.edge_position],
+                "INSERT INTO lineage_edges (from_uuid, to_uuid, event_id, operation) \
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[])",
+                &[
+                    &page.edge_from,
+                    &page.edge_to,
+                    &page.edge_event,
+                    &page.edge_operation,
+                ],
             )
             .await
             .map_err(classify)?;
@@ -550,51 +575,78 @@ impl PostgresStore {
         client: &mut deadpool_postgres::Object,
         columns: &BatchColumns<'_>,
     ) -> Result<Option<CommitReport>, StoreError> {
-        let lock = client
-            .prepare_cached(LOCK_LOG_HEAD)
+        let edges = client
+            .prepare_cached(INSERT_EDGES)
             .await
             .map_err(classify)?;
-        let insert = client
-            .prepare_cached(INSERT_BATCH)
+        let lock = client
+            .prepare_cached(LOCK_LOG_HEAD_AT)
+            .await
+            .map_err(classify)?;
+        let copy = client.prepare_cached(COPY_EVENTS).await.map_err(classify)?;
+        let grow = client
+            .prepare_cached(UPDATE_LOG_SIZE)
             .await
             .map_err(classify)?;
         let tx = client.transaction().await.map_err(classify)?;
-        // Pipelined: both are sent at once; the server runs the insert after the lock is granted,
-        // with a snapshot taken then.
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+        let edge_params: [&(dyn ToSql + Sync); 5] = [
             &columns.event_id,
-            &columns.dataset_uuid,
             &columns.operation,
-            &columns.crs_from,
-            &columns.crs_to,
-            &columns.processor_id,
-            &columns.payload_json,
-            &columns.started_at,
-            &columns.ended_at,
             &columns.edge_event,
             &columns.edge_from,
             &columns.edge_to,
         ];
-        let joined = futures::try_join!(tx.query_one(&lock, &[]), tx.query_one(&insert, &params));
-        let row = match joined {
-            Ok((_, row)) => row,
-            // Another writer that does not take the lock inserted one of these ids meanwhile.
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                tx.rollback().await.map_err(classify)?;
-                return Ok(None);
+        // Pipelined: both are sent at once; the server inserts the edges, then waits for the lock.
+        let (fresh, head) =
+            futures::try_join!(tx.query_one(&edges, &edge_params), tx.query_one(&lock, &[]),)
+                .map_err(classify)?;
+        let fresh: Vec<i64> = fresh.try_get(0).map_err(classify)?;
+        let start: i64 = head.try_get(0).map_err(classify)?;
+        let recorded_at: DateTime<Utc> = head.try_get(1).map_err(classify)?;
+        let added = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
+        let size = start
+            .checked_add(added)
+            .ok_or_else(|| StoreError::Corrupt(format!("log size {start} + {added} overflows")))?;
+        if !fresh.is_empty() {
+            let sink = tx.copy_in(&copy).await.map_err(classify)?;
+            let writer = BinaryCopyInWriter::new(sink, COPY_EVENT_TYPES);
+            futures::pin_mut!(writer);
+            for (position, &ord) in (start..).zip(fresh.iter()) {
+                let Some(i) = usize::try_from(ord - 1)
+                    .ok()
+                    .filter(|&i| i < columns.event_id.len())
+                else {
+                    return Err(StoreError::Query(format!(
+                        "the server returned an impossible batch ordinal {ord}"
+                    )));
+                };
+                let row: [&(dyn ToSql + Sync); 11] = [
+                    &columns.event_id[i],
+                    &columns.dataset_uuid[i],
+                    &columns.operation[i],
+                    &columns.crs_from[i],
+                    &columns.crs_to[i],
+                    &columns.processor_id[i],
+                    &recorded_at,
+                    &columns.payload_json[i],
+                    &position,
+                    &columns.started_at[i],
+                    &columns.ended_at[i],
+                ];
+                if let Err(e) = writer.as_mut().write(&row).await {
+                    return race_or(tx, e).await;
+                }
             }
-            Err(e) => return Err(classify(e)),
-        };
-        let numbered: i64 = row.try_get(0).map_err(classify)?;
-        let inserted: i64 = row.try_get(1).map_err(classify)?;
-        let size: i64 = row.try_get(2).map_err(classify)?;
-        if numbered != inserted {
-            tx.rollback().await.map_err(classify)?;
-            return Ok(None);
+            if let Err(e) = writer.as_mut().finish().await {
+                // An event stored by another commit between the edges and the lock (its edges
+                // were inserted twice), or by a writer that does not take the lock: start again;
+                // the next attempt sees it as stored.
+                return race_or(tx, e).await;
+            }
+            tx.execute(&grow, &[&size]).await.map_err(classify)?;
         }
         tx.commit().await.map_err(classify)?;
-        let inserted = u64::try_from(inserted)
-            .map_err(|_| StoreError::Corrupt(format!("{inserted} rows inserted")))?;
+        let inserted = fresh.len() as u64;
         let log_size = u64::try_from(size)
             .map_err(|_| StoreError::Corrupt(format!("log_head.size is {size}")))?;
         Ok(Some(CommitReport {
@@ -602,6 +654,20 @@ impl PostgresStore {
             duplicates: columns.total - inserted,
             log_size,
         }))
+    }
+}
+
+/// A failed COPY: `Ok(None)` (roll back and try again) when it hit the primary key, the error
+/// otherwise.
+async fn race_or(
+    tx: deadpool_postgres::Transaction<'_>,
+    e: tokio_postgres::Error,
+) -> Result<Option<CommitReport>, StoreError> {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        tx.rollback().await.map_err(classify)?;
+        Ok(None)
+    } else {
+        Err(classify(e))
     }
 }
 
@@ -725,14 +791,12 @@ impl Store for PostgresStore {
         let mut client = self.ready_client().await?;
         let sql = match direction {
             Direction::Upstream => {
-                "SELECT x.to_uuid, x.from_uuid, e.event_id, coalesce(e.operation, '') \
-                 FROM lineage_edges x JOIN lineage_events e ON e.log_position = x.log_position \
-                 WHERE x.to_uuid = ANY($1::uuid[]) LIMIT $2"
+                "SELECT to_uuid, from_uuid, event_id, operation FROM lineage_edges \
+                 WHERE to_uuid = ANY($1::uuid[]) LIMIT $2"
             }
             Direction::Downstream => {
-                "SELECT x.from_uuid, x.to_uuid, e.event_id, coalesce(e.operation, '') \
-                 FROM lineage_edges x JOIN lineage_events e ON e.log_position = x.log_position \
-                 WHERE x.from_uuid = ANY($1::uuid[]) LIMIT $2"
+                "SELECT from_uuid, to_uuid, event_id, operation FROM lineage_edges \
+                 WHERE from_uuid = ANY($1::uuid[]) LIMIT $2"
             }
         };
         let stmt = client.prepare_cached(sql).await.map_err(classify)?;
@@ -907,8 +971,12 @@ async fn check_adoptable(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), 
 async fn log_size<C: deadpool_postgres::GenericClient + Sync>(
     client: &C,
 ) -> Result<u64, StoreError> {
+    let stmt = client
+        .prepare_cached(SELECT_LOG_SIZE)
+        .await
+        .map_err(classify)?;
     let size: i64 = client
-        .query_one(SELECT_LOG_SIZE, &[])
+        .query_one(&stmt, &[])
         .await
         .map_err(classify)?
         .try_get(0)
@@ -969,8 +1037,9 @@ fn corrupt(e: tokio_postgres::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-/// A batch as the array parameters of [`INSERT_BATCH`]: one element per distinct event (the
-/// first occurrence of a repeated id; the repeats are duplicates), borrowing the batch's text.
+/// A batch as the parameters of [`INSERT_EDGES`] and the rows of [`COPY_EVENTS`]: one element
+/// per distinct event (the first occurrence of a repeated id; the repeats are duplicates),
+/// borrowing the batch's text.
 struct BatchColumns<'a> {
     /// Events in the batch, repeats included (for the duplicate count).
     total: u64,
@@ -1059,12 +1128,19 @@ struct AdoptionPage {
     ended_at: Vec<Option<DateTime<Utc>>>,
     edge_from: Vec<Uuid>,
     edge_to: Vec<Uuid>,
-    edge_position: Vec<i64>,
+    edge_event: Vec<String>,
+    edge_operation: Vec<String>,
 }
 
 impl AdoptionPage {
     /// Add one row; false when its payload could not be parsed (it gets a position, no edges).
-    fn push(&mut self, event_id: String, payload: Option<&str>, position: i64) -> bool {
+    fn push(
+        &mut self,
+        event_id: String,
+        operation: Option<String>,
+        payload: Option<&str>,
+        position: i64,
+    ) -> bool {
         let parsed = payload.map(|p| parse_event(p.as_bytes(), usize::MAX));
         let event = match parsed {
             Some(Ok(event)) => Some(event),
@@ -1101,6 +1177,7 @@ impl AdoptionPage {
                 .map(|t| t.with_timezone(&Utc)),
         );
         if let Some(event) = event {
+            let operation = operation.unwrap_or_else(|| event.operation.clone());
             let mut inputs = Vec::new();
             let mut outputs = Vec::new();
             distinct(&event.inputs, &mut inputs);
@@ -1109,7 +1186,8 @@ impl AdoptionPage {
                 for &to in &outputs {
                     self.edge_from.push(from);
                     self.edge_to.push(to);
-                    self.edge_position.push(position);
+                    self.edge_event.push(event_id.clone());
+                    self.edge_operation.push(operation.clone());
                 }
             }
         }

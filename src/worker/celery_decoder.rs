@@ -1,4 +1,5 @@
-//! The Celery wire format for the worker: a kombu Redis envelope → the task's lineage payload
+//! The Celery wire format for the worker: a kombu Redis envelope, or a RabbitMQ delivery whose
+//! [`Delivery::properties`] carry the AMQP headers, → the task's lineage payload
 //! → a validated event, or the reason to dead-letter it, or how long to wait for its `eta`.
 //!
 //! Mapping (`shared/docs/celery-wire.md` §5): the configured task decodes to an event; any other
@@ -11,10 +12,10 @@ use chrono::Utc;
 
 use super::pipeline::{Decoded, Decoder};
 use crate::broker::Delivery;
-use crate::celery::{decode_redis_envelope, CeleryErrorKind};
+use crate::celery::{decode_amqp, decode_redis_envelope, AmqpDelivery, CeleryErrorKind};
 use crate::event::validate::event_from_value;
 
-/// Decodes Celery protocol v2 messages taken from kombu's Redis lists.
+/// Decodes Celery protocol v2 messages taken from kombu's Redis lists or from RabbitMQ.
 #[derive(Debug, Clone)]
 pub struct CeleryDecoder {
     /// The only task processed. Defaults to `lineage_tasks.record_lineage_event`.
@@ -35,7 +36,24 @@ impl Default for CeleryDecoder {
 impl Decoder for CeleryDecoder {
     fn decode(&self, delivery: &Delivery) -> Decoded {
         let now = Utc::now();
-        match decode_redis_envelope(&delivery.body, &self.task, self.max_body_bytes, now) {
+        let decoded = match &delivery.properties {
+            Some(p) => decode_amqp(
+                &AmqpDelivery {
+                    body: &delivery.body,
+                    content_type: p.content_type.as_deref(),
+                    content_encoding: p.content_encoding.as_deref(),
+                    headers: p.headers.as_ref(),
+                    priority: p.priority,
+                    delivery_tag: p.delivery_tag,
+                    redelivered: p.redelivered,
+                },
+                &self.task,
+                self.max_body_bytes,
+                now,
+            ),
+            None => decode_redis_envelope(&delivery.body, &self.task, self.max_body_bytes, now),
+        };
+        match decoded {
             Ok(task) => {
                 if let Some(eta) = task.eta {
                     if let Ok(wait) = (eta - now).to_std() {
@@ -76,6 +94,7 @@ mod tests {
             tag: DeliveryTag::Text("t".into()),
             body: Bytes::from(body),
             attempt: 1,
+            properties: None,
         }
     }
 

@@ -156,6 +156,10 @@ impl Worker {
                     }
                     failures = 0;
                 }
+                Err(WorkerError::Store(error)) if error.is_fatal() => {
+                    tracing::error!(message = "Worker stopped: the store cannot accept events until this is fixed.", %error);
+                    break;
+                }
                 Err(error) => {
                     if !broker_down {
                         tracing::warn!(message = "Worker iteration failed; backing off.", %error);
@@ -310,6 +314,12 @@ impl Worker {
                             return Ok(());
                         }
                     }
+                }
+                Err(error) if error.is_fatal() => {
+                    // Nothing can be stored until an operator acts: give the batch back and stop.
+                    self.consumer.retry_later(&tags, Duration::ZERO).await?;
+                    outcome.retried += tags.len();
+                    return Err(WorkerError::Store(error));
                 }
                 Err(error) => {
                     tracing::error!(message = "Store refused the batch; committing events one by one.", %error);

@@ -1,6 +1,7 @@
 //! Task results: an optional hook the worker calls after a batch is committed, so that a
 //! Celery caller's `AsyncResult.get()` sees `SUCCESS:<event_id>` (see
-//! `broker::redis_celery::RedisCeleryResults`).
+//! `broker::redis_celery::RedisCeleryResults`, which reads the task id from a Redis envelope or
+//! from a RabbitMQ delivery's headers).
 //!
 //! Results are best effort: lineage is never held back for them. A failed write is logged and
 //! not retried; the events themselves are committed and acknowledged either way.

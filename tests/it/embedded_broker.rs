@@ -33,6 +33,7 @@ fn options(visibility: Duration) -> ConsumerOptions {
     ConsumerOptions {
         visibility_timeout: visibility,
         name: "test".to_owned(),
+        ..ConsumerOptions::default()
     }
 }
 
@@ -494,6 +495,7 @@ async fn two_brokers_on_one_file_deliver_each_message_once() {
             .consumer(ConsumerOptions {
                 visibility_timeout: Duration::from_secs(60),
                 name: format!("consumer-{n}"),
+                ..ConsumerOptions::default()
             })
             .await
             .unwrap();

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per backend and feature.
 
+mod amqp;
 mod embedded_broker;
 mod cli;
 mod e2e_embedded;

@@ -150,8 +150,7 @@ async fn geoprov_columns_and_edges_are_stored() {
     assert_eq!(leaf, None, "leaf_hash is the tlog's to fill");
     let mut edges: Vec<(Uuid, Uuid, String, String)> = raw
         .query(
-            "SELECT x.from_uuid, x.to_uuid, e.event_id, e.operation \
-             FROM lineage_edges x JOIN lineage_events e USING (log_position)",
+            "SELECT from_uuid, to_uuid, event_id, operation FROM lineage_edges",
             &[],
         )
         .await
@@ -315,11 +314,15 @@ async fn concurrent_commits_keep_positions_dense() {
     let url = pg::with_param(&schema.url(), "pool_size=8");
     let store: Arc<dyn Store> =
         Arc::new(PostgresStore::open_and_migrate(&url).await.expect("store"));
-    let events = sources(800);
+    // One edge per event, so that a lost race that inserted edges would show as extra edges.
+    let events: Vec<LineageEvent> = (0..800)
+        .map(|_| step("derive", &[Uuid::new_v4()], &[Uuid::new_v4()]))
+        .collect();
     let mut tasks = Vec::new();
     for chunk in events.chunks(50) {
         let store = Arc::clone(&store);
-        // Overlapping batches: each also repeats the first event of the whole set.
+        // Overlapping batches: each also repeats the first event of the whole set, so that
+        // commits race on it (the same message redelivered to several workers).
         let mut batch = chunk.to_vec();
         batch.push(events[0].clone());
         tasks.push(tokio::spawn(
@@ -334,8 +337,111 @@ async fn concurrent_commits_keep_positions_dense() {
     let rows = store.scan(0, 1000).await.expect("scan");
     let positions: Vec<u64> = rows.iter().map(|r| r.position).collect();
     assert_eq!(positions, (0..800).collect::<Vec<_>>());
-    let (n, distinct, dense) = pg::rows_distinct_dense(&schema.raw().await).await;
+    let raw = schema.raw().await;
+    let (n, distinct, dense) = pg::rows_distinct_dense(&raw).await;
     assert_eq!((n, distinct, dense), (800, 800, true));
+    let edges = raw
+        .query_one(
+            "SELECT count(*), count(DISTINCT (from_uuid, to_uuid, event_id)) FROM lineage_edges",
+            &[],
+        )
+        .await
+        .expect("edges");
+    assert_eq!((edges.get::<_, i64>(0), edges.get::<_, i64>(1)), (800, 800));
+}
+
+/// A writer that does not take the log lock (the Python task) inserts an event of the batch
+/// while the commit is under way: the commit starts again and stores the rest, with dense
+/// positions and no edge twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_free_writer_racing_a_commit_costs_a_retry_not_a_gap() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let store = Arc::new(
+        PostgresStore::open_and_migrate(&schema.url())
+            .await
+            .expect("store"),
+    );
+    store.commit_batch(&sources(3)).await.expect("commit");
+    let raced = step("derive", &[Uuid::new_v4()], &[Uuid::new_v4()]);
+    let other = step("derive", &[Uuid::new_v4()], &[Uuid::new_v4()]);
+
+    // The other writer's insert is in flight (not committed) when the commit starts.
+    let mut python = schema.raw().await;
+    let tx = python.transaction().await.expect("begin");
+    tx.execute(
+        "INSERT INTO lineage_events (event_id, dataset_uuid, operation, processor_id, \
+         \"timestamp\", payload_json) VALUES ($1, $2, $3, $4, now(), $5)",
+        &[
+            &raced.event_id.to_hex(),
+            &raced.dataset_uuid.to_string(),
+            &raced.operation,
+            &raced.processor_id,
+            &raced.payload_json,
+        ],
+    )
+    .await
+    .expect("insert by the other writer");
+    let commit = {
+        let store = Arc::clone(&store);
+        let batch = vec![raced.clone(), other.clone()];
+        tokio::spawn(async move { store.commit_batch(&batch).await })
+    };
+    // The commit waits on the uncommitted row; then the other writer commits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !commit.is_finished(),
+        "the commit should wait for the other writer"
+    );
+    tx.commit().await.expect("the other writer commits");
+
+    let report = commit.await.expect("join").expect("commit after the race");
+    assert_eq!(
+        (report.inserted, report.duplicates, report.log_size),
+        (1, 1, 4)
+    );
+    let raw = schema.raw().await;
+    let rows: Vec<(String, Option<i64>)> = raw
+        .query(
+            "SELECT event_id, log_position FROM lineage_events ORDER BY event_id",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows.len(), 5);
+    let position_of = |id: String| rows.iter().find(|r| r.0 == id).and_then(|r| r.1);
+    assert_eq!(position_of(other.event_id.to_hex()), Some(3));
+    assert_eq!(
+        position_of(raced.event_id.to_hex()),
+        None,
+        "not adopted yet"
+    );
+    let edges: Vec<String> = raw
+        .query("SELECT event_id FROM lineage_edges", &[])
+        .await
+        .expect("edges")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        edges,
+        vec![other.event_id.to_hex()],
+        "the rolled-back edges are gone"
+    );
+
+    // The next migrate adopts the other writer's row at the end of the log, with its edge.
+    store.migrate().await.expect("adopt");
+    let (n, distinct, dense) = pg::rows_distinct_dense(&raw).await;
+    assert_eq!((n, distinct, dense), (5, 5, true));
+    let graph = store
+        .lineage(raced.dataset_uuid, Direction::Upstream, 1)
+        .await
+        .expect("walk");
+    assert_eq!(graph.edges.len(), 1);
 }
 
 /// A seed row as the reference Python task writes it.

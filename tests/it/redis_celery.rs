@@ -79,6 +79,7 @@ async fn celery_take_registers_unacked_like_kombu_and_ack_clears() {
         .consumer(ConsumerOptions {
             visibility_timeout: Duration::from_secs(60),
             name: "c".into(),
+            ..ConsumerOptions::default()
         })
         .await
         .unwrap();
@@ -153,6 +154,7 @@ async fn celery_sweep_restores_after_the_visibility_timeout_with_priorities_serv
         .consumer(ConsumerOptions {
             visibility_timeout: vt,
             name: "a".into(),
+            ..ConsumerOptions::default()
         })
         .await
         .unwrap();
@@ -172,6 +174,7 @@ async fn celery_sweep_restores_after_the_visibility_timeout_with_priorities_serv
         .consumer(ConsumerOptions {
             visibility_timeout: vt,
             name: "b".into(),
+            ..ConsumerOptions::default()
         })
         .await
         .unwrap();
@@ -211,6 +214,7 @@ async fn celery_sweep_restores_after_the_visibility_timeout_with_priorities_serv
         .consumer(ConsumerOptions {
             visibility_timeout: vt,
             name: "c".into(),
+            ..ConsumerOptions::default()
         })
         .await
         .unwrap();
@@ -224,6 +228,7 @@ async fn celery_sweep_restores_after_the_visibility_timeout_with_priorities_serv
         .consumer(ConsumerOptions {
             visibility_timeout: vt,
             name: "d".into(),
+            ..ConsumerOptions::default()
         })
         .await
         .unwrap();
@@ -612,6 +617,7 @@ async fn celery_dead_letters_are_atomic_and_replay_to_the_queue() {
         .consumer(ConsumerOptions {
             visibility_timeout: Duration::from_secs(60),
             name: "c".into(),
+            ..ConsumerOptions::default()
         })
         .await
         .unwrap();

@@ -37,6 +37,7 @@ fn consumer_options(name: &str, vt: Duration) -> ConsumerOptions {
     ConsumerOptions {
         visibility_timeout: vt,
         name: unique(name),
+        ..ConsumerOptions::default()
     }
 }
 

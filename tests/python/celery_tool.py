@@ -41,6 +41,11 @@ def publish(n, tag, db_uri, countdown=None):
             print(event_id(p))
 
 
+def amqp_broker():
+    """True when the app's broker is RabbitMQ (amqp:// or amqps://)."""
+    return str(app.conf.broker_url).startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
 def poison(tag, db_uri):
     ids = []
     queue = app.conf.task_default_queue
@@ -56,20 +61,39 @@ def poison(tag, db_uri):
     # Pickle content: must never be deserialized.
     record_lineage_event.apply_async((payload(tag, 100), db_uri), serializer="pickle")
     valid(1)
-    # Expired a minute ago.
-    record_lineage_event.apply_async(
-        (payload(tag, 101), db_uri), expires=datetime.now(timezone.utc) - timedelta(minutes=1)
-    )
+    expired = datetime.now(timezone.utc) - timedelta(minutes=1)
+    if amqp_broker():
+        # apply_async would also set the AMQP `expiration` property ("0"), and RabbitMQ would
+        # drop the message itself before any consumer sees it. Send the task message as a
+        # client whose task expired while queued (no `expiration` property) would.
+        message = app.amqp.as_task_v2(
+            str(uuid.uuid4()), record_lineage_event.name, (payload(tag, 101), db_uri), {},
+            expires=expired,
+        )
+        with app.producer_or_acquire() as producer:
+            app.amqp.send_task_message(producer, record_lineage_event.name, message)
+    else:
+        # Expired a minute ago.
+        record_lineage_event.apply_async((payload(tag, 101), db_uri), expires=expired)
     # Protocol v1.
     message = app.amqp.as_task_v1(
         str(uuid.uuid4()), record_lineage_event.name, (payload(tag, 102), db_uri), {}
     )
     with app.producer_or_acquire() as producer:
         app.amqp.send_task_message(producer, record_lineage_event.name, message)
-    # A malformed body: not a JSON envelope at all, pushed raw to the queue.
+    # A malformed body: not a JSON envelope (Redis) or task body (AMQP), sent raw to the queue.
     with app.connection_for_write() as conn:
-        client = conn.default_channel.client
-        client.lpush(queue, b"{this is not json")
+        if amqp_broker():
+            import amqp
+
+            conn.default_channel.basic_publish(
+                amqp.Message(b"{this is not json", content_type="application/json",
+                             delivery_mode=2),
+                exchange="", routing_key=queue,
+            )
+        else:
+            client = conn.default_channel.client
+            client.lpush(queue, b"{this is not json")
     valid(2)
     for i in ids:
         print(i)

@@ -39,21 +39,22 @@ CREATE UNIQUE INDEX lineage_events_log_position ON lineage_events (log_position)
 CREATE INDEX lineage_events_unlogged ON lineage_events ("timestamp", event_id)
     WHERE log_position IS NULL;
 
--- The lineage graph: one row per (input, output) pair of an event, pointing at the event by its
--- log position (its event_id and operation are read from lineage_events through the unique
--- log_position index). lineage_edges_to serves the upstream walk (to_uuid -> from_uuid),
--- lineage_edges_from the downstream one.
+-- The lineage graph: one row per (input, output) pair of an event, as in SQLite.
+-- lineage_edges_to serves the upstream walk (to_uuid -> from_uuid), lineage_edges_from the
+-- downstream one.
 --
--- Narrower than SQLite's table on purpose, because edges are most of the write work (two random
--- uuid index entries each): no event_id and operation copies (a 24-byte row instead of ~110), no
--- primary key (a (to_uuid, from_uuid, event_id) key is a ~100-byte index entry where a uuid is 16
--- bytes) and no foreign key (its check would lock every referenced event row FOR KEY SHARE).
--- Neither constraint can be broken anyway: edges are only inserted by the statement that inserts
--- their event, from its RETURNING rows, with the pairs made distinct first.
+-- Unlike SQLite, no primary key and no foreign key, because edges are most of the write work
+-- (two random uuid index entries each) and commits insert them before taking the log lock, in
+-- parallel with other workers: a (to_uuid, from_uuid, event_id) key is a ~100-byte index entry
+-- where a uuid is 16 bytes, and a foreign key check would lock every referenced event row FOR KEY
+-- SHARE. Neither constraint can be broken anyway: a commit inserts the edges of the events it is
+-- about to insert, made distinct first, and rolls everything back if any of those events turns
+-- out to be stored already once it holds the log lock.
 CREATE TABLE lineage_edges (
-    from_uuid     uuid NOT NULL,
-    to_uuid       uuid NOT NULL,
-    log_position  bigint NOT NULL
+    from_uuid  uuid NOT NULL,
+    to_uuid    uuid NOT NULL,
+    event_id   text NOT NULL,
+    operation  text NOT NULL
 );
 CREATE INDEX lineage_edges_to ON lineage_edges (to_uuid);
 CREATE INDEX lineage_edges_from ON lineage_edges (from_uuid);
