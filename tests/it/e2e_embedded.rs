@@ -250,3 +250,46 @@ async fn a_token_is_required_when_configured_and_for_public_addresses() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_demo_shows_the_sample_graph_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--demo"]);
+    assert!(wait_until(Duration::from_secs(20), || {
+        sqlite_row_count(dir.path()) == 15
+    }));
+    let client = reqwest::Client::new();
+    let graph: serde_json::Value = client
+        .get(format!(
+            "{}/v1/datasets/{}/lineage?direction=upstream&depth=20",
+            server.url(),
+            geoprov::sample::PUBLISHED
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(graph["nodes"].as_array().unwrap().len(), 15, "{graph}");
+    let resp = client
+        .get(format!("{}/v1/export/prov", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let doc: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(doc["entity"].as_object().unwrap().len(), 15);
+    assert_eq!(doc["activity"].as_object().unwrap().len(), 15);
+    let metrics = client
+        .get(format!("{}/metrics", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("geoprov_events_persisted_total"), "{metrics}");
+    assert!(metrics.contains("geoprov_queue_depth"), "{metrics}");
+    assert!(metrics.contains("geoprov_batch_commit_seconds_bucket"), "{metrics}");
+}

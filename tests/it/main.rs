@@ -11,3 +11,4 @@ mod support;
 mod postgres_store;
 mod sqlite_store;
 mod store_suite;
+mod prov_export;
