@@ -47,6 +47,9 @@ pub struct Config {
     pub token: Option<Secret>,
     /// Broker options beyond the URL (queue, Celery mode, TLS files, result backend).
     pub broker_settings: BrokerSettings,
+    /// The log signing key file (`--log-key`). Defaults to `<data dir>/log-signing.key`; see
+    /// [`Config::log_key_path`].
+    pub log_key: Option<PathBuf>,
 }
 
 /// Broker options beyond the URL, from `--queue`, `--celery`, `--celery-task`,
@@ -115,7 +118,17 @@ impl Config {
             listen,
             token,
             broker_settings: BrokerSettings::default(),
+            log_key: None,
         })
+    }
+
+    /// The log signing key file and whether it is the default location
+    /// (`<data dir>/log-signing.key`, created on first start of `serve`/`worker`).
+    pub fn log_key_path(&self) -> (PathBuf, bool) {
+        match &self.log_key {
+            Some(path) => (path.clone(), false),
+            None => (crate::tlog_service::default_key_path(&self.data_dir), true),
+        }
     }
 
     /// Refuse to serve HTTP on a non-loopback address without a token (guarantee 6).

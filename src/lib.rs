@@ -19,6 +19,10 @@
 //! - [`tlog`] (pure): RFC 6962/9162 Merkle tree (leaf hashes, compact range, inclusion and
 //!   consistency proofs), the `geoprov/leaf/v1` leaf encoding, C2SP checkpoints signed as
 //!   Ed25519 signed notes. No storage, no HTTP.
+//! - [`tlog_service`]: the log signing key file, signed checkpoints of the store's tree head,
+//!   inclusion and consistency proofs (built from the store, checked offline).
+//! - [`verify`]: re-checks every stored row, the Merkle tree and every checkpoint (`geoprov
+//!   verify`), streaming in flat memory.
 //! - [`worker`]: the consume → validate → batch → commit → ack loop; knows only the traits.
 //! - [`ingest`]: splits a request or file body (object, array, NDJSON) into payloads.
 //! - [`lineage`]: lineage walks presented as JSON, text or Graphviz DOT.
@@ -47,4 +51,6 @@ pub mod sample;
 pub mod shutdown;
 pub mod store;
 pub mod tlog;
+pub mod tlog_service;
+pub mod verify;
 pub mod worker;

@@ -19,6 +19,8 @@ const STORE_UP: &str = "geoprov_store_up";
 const BATCH_SECONDS: &str = "geoprov_batch_commit_seconds";
 const INGESTED: &str = "geoprov_ingest_accepted_total";
 const INGEST_REJECTED: &str = "geoprov_ingest_rejected_total";
+const CHECKPOINTS: &str = "geoprov_checkpoints_written_total";
+const CHECKPOINT_SIZE: &str = "geoprov_checkpoint_tree_size";
 
 /// Install the process-wide Prometheus recorder once and return a handle that renders it.
 /// Later calls return a handle to the same recorder.
@@ -65,6 +67,11 @@ fn describe() {
     metrics::describe_histogram!(BATCH_SECONDS, "Time to commit one batch in the store.");
     metrics::describe_counter!(INGESTED, "Events accepted and enqueued by the HTTP ingest.");
     metrics::describe_counter!(INGEST_REJECTED, "Items refused by the HTTP ingest.");
+    metrics::describe_counter!(CHECKPOINTS, "Signed log checkpoints written to the store.");
+    metrics::describe_gauge!(
+        CHECKPOINT_SIZE,
+        "Tree size of the latest checkpoint this process wrote."
+    );
 }
 
 /// Workers took `n` messages from the broker.
@@ -121,4 +128,13 @@ pub fn queue_depth(depth: u64) {
 pub fn ingested(accepted: usize, rejected: usize) {
     counter!(INGESTED).increment(accepted as u64);
     counter!(INGEST_REJECTED).increment(rejected as u64);
+}
+
+/// A signed checkpoint of the log at `size` was stored.
+pub fn checkpoint_written(size: u64) {
+    counter!(CHECKPOINTS).increment(1);
+    // Precision loss above 2^53 events is irrelevant for a gauge.
+    #[allow(clippy::cast_precision_loss)]
+    gauge!(CHECKPOINT_SIZE).set(size as f64);
+    tracing::debug!(message = "Checkpoint written.", tree_size = size);
 }

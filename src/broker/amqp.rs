@@ -826,7 +826,10 @@ impl Consumer for AmqpConsumer {
 impl Drop for AmqpConsumer {
     /// Close the connection: RabbitMQ requeues whatever is still held (redelivered).
     fn drop(&mut self) {
-        self.drop_session();
+        self.held.clear();
+        if let Some(s) = self.session.take() {
+            amqp_common::close_now(s.conn);
+        }
     }
 }
 

@@ -222,9 +222,28 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         if let Some((conn, _)) = self.state.get_mut().take() {
-            close_later(conn);
+            close_now(conn);
         }
     }
+}
+
+/// Close a connection before returning, where the runtime allows it (multi-threaded: the CLI
+/// and the worker), so that a command ending right after does not tear the connection down
+/// mid-flight; in the background otherwise. Bounded by 2 s.
+pub(crate) fn close_now(conn: Connection) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        close_later(conn);
+        return;
+    }
+    tokio::task::block_in_place(|| {
+        runtime.block_on(async {
+            let closing = conn.close(200, "geoprov: closing");
+            let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+        });
+    });
 }
 
 /// Close a connection in the background (best effort; the server requeues whatever it held).

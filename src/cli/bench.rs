@@ -15,7 +15,7 @@ use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{open_broker, open_store, spawn_workers, CliError, WorkerArgs};
+use super::{open_broker, open_store, spawn_workers, start_checkpointer, CliError, WorkerArgs};
 use crate::config::Config;
 
 /// Flags of `geoprov bench`.
@@ -63,6 +63,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> Result<ExitCode, CliError>
 
     let (trigger, shutdown) = crate::shutdown::channel();
     let mut workers = spawn_workers(&config, &broker, &store, &args.worker, &shutdown).await?;
+    let checkpointer = start_checkpointer(&config, &store, &args.worker)?;
 
     let start = Instant::now();
     let chunk = args.chunk.max(1);
@@ -108,6 +109,9 @@ pub async fn run(config: &Config, args: BenchArgs) -> Result<ExitCode, CliError>
     let ingest_time = marks.last().map_or(Duration::ZERO, |m| m.1);
     trigger.trigger();
     while workers.join_next().await.is_some() {}
+    if let Some(checkpointer) = checkpointer {
+        checkpointer.finish().await;
+    }
 
     let mut latencies = latencies(&marks, &progress, n);
     latencies.sort_unstable();

@@ -9,9 +9,12 @@ mod dlq;
 mod emit;
 mod event_id;
 mod export;
+mod keygen;
 mod lineage;
 mod migrate;
+mod prove;
 mod serve;
+mod verify;
 mod worker;
 
 use std::path::PathBuf;
@@ -84,6 +87,9 @@ struct GlobalArgs {
     /// Client private key file (PEM) for mutual TLS
     #[arg(long, env = "GEOPROV_TLS_KEY", global = true)]
     tls_key: Option<PathBuf>,
+    /// Log signing key file (checkpoints) [default: <data dir>/log-signing.key]
+    #[arg(long, env = "GEOPROV_LOG_KEY", global = true)]
+    log_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +112,14 @@ enum Command {
     Dlq(dlq::DlqArgs),
     /// End-to-end throughput and latency on the configured broker and store.
     Bench(bench::BenchArgs),
+    /// Write a new log signing key and print its verifier key.
+    Keygen(keygen::KeygenArgs),
+    /// Recheck every stored row, the Merkle tree and every checkpoint; exit 0 only when intact.
+    Verify(verify::VerifyArgs),
+    /// Print an inclusion proof of an event (or --consistency OLD NEW) as JSON.
+    Prove(prove::ProveArgs),
+    /// Check an inclusion or consistency proof offline, with no store.
+    VerifyProof(verify::VerifyProofArgs),
 }
 
 /// Worker tuning shared by `serve`, `worker` and `bench`.
@@ -132,6 +146,12 @@ struct WorkerArgs {
     /// Largest event payload accepted, in bytes.
     #[arg(long, default_value_t = crate::event::DEFAULT_MAX_PAYLOAD_BYTES)]
     max_payload_bytes: usize,
+    /// Write a signed checkpoint once the log grew by this many events.
+    #[arg(long, env = "GEOPROV_CHECKPOINT_EVERY", default_value_t = 10_000)]
+    checkpoint_every: u64,
+    /// Write a signed checkpoint at least this often while the log grows (seconds or 10s, 1m).
+    #[arg(long, env = "GEOPROV_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_duration_arg)]
+    checkpoint_interval: std::time::Duration,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
@@ -234,6 +254,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         tls_cert: g.tls_cert,
         tls_key: g.tls_key,
     };
+    config.log_key = g.log_key;
     match cli.command {
         Command::Serve(args) => serve::run(&config, args).await,
         Command::Worker(args) => worker::run(&config, args).await,
@@ -244,6 +265,10 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Export(args) => export::run(&config, args).await,
         Command::Dlq(args) => dlq::run(&config, args).await,
         Command::Bench(args) => bench::run(&config, args).await,
+        Command::Keygen(args) => keygen::run(&config, args),
+        Command::Verify(args) => verify::run(&config, args).await,
+        Command::Prove(args) => prove::run(&config, args).await,
+        Command::VerifyProof(args) => verify::run_verify_proof(&config, args),
     }
 }
 
@@ -367,4 +392,53 @@ async fn spawn_workers(
         set.spawn(worker.run());
     }
     Ok(set)
+}
+
+/// A running checkpointer and the trigger that stops it (it then writes a final checkpoint).
+struct CheckpointerHandle {
+    stop: crate::shutdown::ShutdownTrigger,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CheckpointerHandle {
+    /// Stop it and wait for its final checkpoint. Call after the workers stopped.
+    async fn finish(self) {
+        self.stop.trigger();
+        let _ = self.task.await;
+    }
+}
+
+/// Start the checkpointer of `serve`/`worker`/`bench`: loads the log signing key (creating it
+/// at the default location on first start, and logging its verifier key then). `None` when
+/// the store keeps no transparency log.
+fn start_checkpointer(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    args: &WorkerArgs,
+) -> Result<Option<CheckpointerHandle>, CliError> {
+    if store.transparency_log().is_none() {
+        tracing::warn!(
+            message = "This store keeps no transparency log yet; no checkpoints are written.",
+            store = %crate::config::redact_url(&config.store_url),
+        );
+        return Ok(None);
+    }
+    let (path, is_default) = config.log_key_path();
+    let (signer, created) = crate::tlog_service::load_or_create_signer(&path, is_default)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if created {
+        tracing::info!(
+            message = "Created the log signing key; give auditors its verifier key.",
+            path = %path.display(),
+            verifier_key = %signer.verifier_key_text(),
+        );
+    }
+    let options = crate::worker::CheckpointOptions {
+        every: args.checkpoint_every.max(1),
+        interval: args.checkpoint_interval,
+    };
+    let checkpointer = crate::worker::Checkpointer::new(store.clone(), signer, options);
+    let (stop, stopped) = crate::shutdown::channel();
+    let task = tokio::spawn(checkpointer.run(stopped));
+    Ok(Some(CheckpointerHandle { stop, task }))
 }

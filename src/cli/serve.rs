@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{open_broker, open_store, spawn_workers, CliError, WorkerArgs};
+use super::{open_broker, open_store, spawn_workers, start_checkpointer, CliError, WorkerArgs};
 use crate::config::Config;
 use crate::http::{router, AppState};
 
@@ -50,6 +50,11 @@ pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError>
     } else {
         spawn_workers(config, &broker, &store, &args.worker, &shutdown).await?
     };
+    let checkpointer = if args.no_workers {
+        None
+    } else {
+        start_checkpointer(config, &store, &args.worker)?
+    };
 
     let state = AppState {
         producer,
@@ -81,6 +86,9 @@ pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError>
     }
     trigger.trigger();
     while workers.join_next().await.is_some() {}
+    if let Some(checkpointer) = checkpointer {
+        checkpointer.finish().await;
+    }
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(CliError::Failed(format!("HTTP server failed: {e}"))),

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{open_broker, open_store, spawn_workers, CliError, WorkerArgs};
+use super::{open_broker, open_store, spawn_workers, start_checkpointer, CliError, WorkerArgs};
 use crate::config::Config;
 
 /// Flags of `geoprov worker`.
@@ -21,6 +21,7 @@ pub async fn run(config: &Config, args: WorkerCmdArgs) -> Result<ExitCode, CliEr
     store.migrate().await?;
     let (trigger, shutdown) = crate::shutdown::channel();
     let mut workers = spawn_workers(config, &broker, &store, &args.worker, &shutdown).await?;
+    let checkpointer = start_checkpointer(config, &store, &args.worker)?;
     tracing::info!(
         message = "geoprov worker started.",
         broker = %crate::config::redact_url(&config.broker_url),
@@ -37,6 +38,9 @@ pub async fn run(config: &Config, args: WorkerCmdArgs) -> Result<ExitCode, CliEr
     }
     trigger.trigger();
     while workers.join_next().await.is_some() {}
+    if let Some(checkpointer) = checkpointer {
+        checkpointer.finish().await;
+    }
     if workers_gave_up {
         return Err(CliError::Failed(
             "every worker stopped because the store cannot accept events (see the log above)".into(),

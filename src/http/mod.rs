@@ -1,4 +1,5 @@
-//! The HTTP API: ingest (`POST /v1/events`), reads, `/metrics` and `/healthz`.
+//! The HTTP API: ingest (`POST /v1/events`), reads, the transparency log (`/v1/log/...`),
+//! `/metrics` and `/healthz`.
 //!
 //! Built by [`router`] so tests can drive it without a socket. Never imports the worker: it
 //! only enqueues through a `Producer` and reads through the `Store`.
@@ -9,6 +10,7 @@ mod error;
 mod events;
 mod export;
 mod health;
+mod log;
 
 use std::sync::Arc;
 
@@ -50,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events/{event_id}", get(events::get_event))
         .route("/v1/datasets/{uuid}/lineage", get(datasets::get_lineage))
         .route("/v1/export/prov", get(export::get_prov))
+        .route("/v1/log/checkpoint", get(log::get_checkpoint))
+        .route("/v1/log/proof/{event_id}", get(log::get_proof))
         .route("/metrics", get(health::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::event::{EventId, LineageEvent};
+use crate::tlog::Hash;
 
 /// What went wrong in a store. The worker decides between "hold and retry" and "give up on
 /// this batch" with [`StoreError::is_transient`], never by reading the text.
@@ -147,6 +148,93 @@ pub trait Store: Send + Sync {
         direction: Direction,
         depth: u32,
     ) -> Result<LineageGraph, StoreError>;
+
+    /// The transparency log kept beside the rows (leaf hashes, frontier, checkpoints), when
+    /// this backend keeps one. Defaults to `None`; use [`transparency_log`] to get it or the
+    /// standard "not available" error.
+    fn transparency_log(&self) -> Option<&dyn TransparencyLog> {
+        None
+    }
+}
+
+/// The log's head: its size and `MTH(D[size])`, read together from one snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeHead {
+    /// Number of leaves (= stored events).
+    pub size: u64,
+    /// RFC 6962 root of the tree over positions `0..size` ([`crate::tlog::empty_root`] when
+    /// empty).
+    pub root: Hash,
+}
+
+/// One stored checkpoint (a row of `log_checkpoints`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// The tree size the checkpoint commits to (the primary key: one checkpoint per size).
+    pub tree_size: u64,
+    /// The root hash as stored in its own column (the note carries it too; `verify` checks
+    /// that both agree).
+    pub root_hash: Hash,
+    /// The full C2SP signed note text, as served at `GET /v1/log/checkpoint`.
+    pub note: String,
+    /// When it was written (RFC 3339 UTC text as stored).
+    pub created_at: String,
+}
+
+/// The Merkle log half of a store: what checkpoints, `verify` and proofs need beyond the rows.
+///
+/// Kept apart from [`Store`] so that trait stays small (style.md: split the reads past about 8
+/// methods); a backend exposes it through [`Store::transparency_log`].
+///
+/// Contract for every backend:
+/// - [`Store::commit_batch`] MUST, in the same transaction that inserts the rows, store each new
+///   row's leaf hash (`crate::tlog::event_leaf_hash` of its position, `event_id`, the exact
+///   record time stored, formatted by `crate::tlog::format_recorded_at`, and `payload_json`) and
+///   move the persisted frontier ([`crate::tlog::CompactRange`]) on with it, so that
+///   [`tree_head`](Self::tree_head) is O(1) and an append O(log n). With several writers the
+///   positions MUST be assigned under a lock of the log head (e.g. PostgreSQL `SELECT ... FROM
+///   log_head ... FOR UPDATE` in the batch transaction), which also serializes the frontier.
+/// - Checkpoints are append-only: one per tree size, never updated or deleted.
+#[async_trait]
+pub trait TransparencyLog: Send + Sync {
+    /// The current size and root, from the persisted frontier (no scan).
+    async fn tree_head(&self) -> Result<TreeHead, StoreError>;
+
+    /// The stored leaf hashes of positions `from..to`, in position order, exactly `to - from`
+    /// of them.
+    ///
+    /// MUST fail with [`StoreError::Corrupt`] (naming the position) when a position in the
+    /// range has no row or its stored hash is missing or not 32 bytes, never make one up.
+    async fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<Hash>, StoreError>;
+
+    /// Store a signed checkpoint note for `tree_size` whose root is `root_hash`. Idempotent per
+    /// size: returns `Ok(false)` when a checkpoint of that size is already stored with the same
+    /// root (the stored note is kept); MUST fail with [`StoreError::Query`] when the size is
+    /// beyond the log or the stored one has another root.
+    async fn add_checkpoint(
+        &self,
+        tree_size: u64,
+        root_hash: Hash,
+        note: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Up to `limit` stored checkpoints with `tree_size >= from_size`, ascending by size. Paged
+    /// so that `verify` keeps flat memory however many checkpoints there are.
+    async fn checkpoints(
+        &self,
+        from_size: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError>;
+
+    /// The checkpoint with the largest tree size, if any.
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
+}
+
+/// `store`'s transparency log, or [`StoreError::Config`] saying this store has none yet.
+pub fn transparency_log(store: &dyn Store) -> Result<&dyn TransparencyLog, StoreError> {
+    store.transparency_log().ok_or_else(|| {
+        StoreError::Config("the transparency log is not available on this store yet".into())
+    })
 }
 
 /// Open the store a URL names: `sqlite://PATH`, or `postgres://...` / `postgresql://...` (see

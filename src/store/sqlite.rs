@@ -14,9 +14,23 @@
 //!   (dense, unique), `started_at`, `ended_at` and `leaf_hash`.
 //! - `lineage_edges(from_uuid, to_uuid, event_id, operation)`: every input of an event linked to
 //!   every output; indexed for walks in both directions.
-//! - `log_head`: one row holding the log size, so appends never scan.
+//! - `log_head`: one row holding the log size and the frontier (the RFC 6962 compact range over
+//!   positions `0..size`: the perfect-subtree roots, largest first, as concatenated 32-byte
+//!   hashes), so appends never scan and the current root is O(1) to read.
+//! - `log_checkpoints(tree_size, root_hash, note, created_at)`: signed checkpoints, one per
+//!   tree size (migration 0002).
 //!
-//! Triggers refuse every `UPDATE` and `DELETE` on `lineage_events` and `lineage_edges`.
+//! Triggers refuse every `UPDATE` and `DELETE` on `lineage_events`, `lineage_edges` and
+//! `log_checkpoints`.
+//!
+//! # The transparency log
+//!
+//! [`Store::commit_batch`] gives each new row its `leaf_hash` (`geoprov/leaf/v1` over its
+//! position, `event_id`, the exact `timestamp` text stored and `payload_json`, see
+//! [`crate::tlog::leaf`]) and appends it to the frontier read from `log_head`, then writes the
+//! new size and frontier back, all in the batch's `BEGIN IMMEDIATE` transaction: SQLite's write
+//! lock is the lock of the log head, so positions stay dense with several processes. The
+//! [`TransparencyLog`] methods read the frontier, the stored leaf hashes and the checkpoints.
 //!
 //! # Connections and threads
 //!
@@ -67,8 +81,12 @@ use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, TransactionBehavior};
 use uuid::Uuid;
 
-use super::{CommitReport, Direction, LineageEdge, LineageGraph, Store, StoreError, StoredEvent};
+use super::{
+    CommitReport, Direction, LineageEdge, LineageGraph, Store, StoreError, StoredCheckpoint,
+    StoredEvent, TransparencyLog, TreeHead,
+};
 use crate::event::{EventId, LineageEvent};
+use crate::tlog::{event_leaf_hash, CompactRange, Hash};
 
 /// One schema migration, compiled into the binary.
 struct Migration {
@@ -81,11 +99,18 @@ struct Migration {
 }
 
 /// Every migration this binary knows, oldest first. Never edit one that has shipped; append.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init",
-    sql: include_str!("migrations/sqlite/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init",
+        sql: include_str!("migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_tlog",
+        sql: include_str!("migrations/sqlite/0002_tlog.sql"),
+    },
+];
 
 /// The schema version this binary reads and writes (the newest migration it knows).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -167,8 +192,9 @@ fn timestamp_text(t: DateTime<Utc>) -> String {
 /// violated `log_position` UNIQUE or NOT NULL constraint and silently drop the event, while
 /// this skips only a duplicate id and lets any other violation fail the batch.
 const INSERT_EVENT: &str = "INSERT INTO lineage_events (event_id, dataset_uuid, operation, \
-     crs_from, crs_to, processor_id, timestamp, payload_json, log_position, started_at, ended_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+     crs_from, crs_to, processor_id, timestamp, payload_json, log_position, started_at, ended_at, \
+     leaf_hash) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
      ON CONFLICT (event_id) DO NOTHING";
 
 const INSERT_EDGE: &str =
@@ -176,7 +202,9 @@ const INSERT_EDGE: &str =
 
 const SELECT_LOG_SIZE: &str = "SELECT size FROM log_head WHERE id = 0";
 
-const UPDATE_LOG_SIZE: &str = "UPDATE log_head SET size = ?1 WHERE id = 0";
+const SELECT_LOG_HEAD: &str = "SELECT size, frontier FROM log_head WHERE id = 0";
+
+const UPDATE_LOG_HEAD: &str = "UPDATE log_head SET size = ?1, frontier = ?2 WHERE id = 0";
 
 /// The columns [`StoredEvent`] is read from, in the order `read_event_row` expects.
 const EVENT_COLUMNS: &str = "log_position, event_id, dataset_uuid, operation, crs_from, crs_to, \
@@ -292,6 +320,72 @@ impl Store for SqliteStore {
             max_edges: self.max_lineage_nodes.saturating_mul(EDGES_PER_NODE_LIMIT),
         };
         run_blocking(move || inner.read(|conn| walk(conn, root, direction, depth, limits))).await
+    }
+
+    fn transparency_log(&self) -> Option<&dyn TransparencyLog> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl TransparencyLog for SqliteStore {
+    async fn tree_head(&self) -> Result<TreeHead, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            inner.read(|conn| {
+                let range = read_log_head(conn)?;
+                Ok(TreeHead {
+                    size: range.size(),
+                    root: range.root(),
+                })
+            })
+        })
+        .await
+    }
+
+    async fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || inner.read(|conn| leaf_hashes(conn, from, to))).await
+    }
+
+    async fn add_checkpoint(
+        &self,
+        tree_size: u64,
+        root_hash: Hash,
+        note: &str,
+    ) -> Result<bool, StoreError> {
+        let note = note.to_owned();
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || inner.add_checkpoint(tree_size, root_hash, &note)).await
+    }
+
+    async fn checkpoints(
+        &self,
+        from_size: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || inner.read(|conn| checkpoints(conn, from_size, limit))).await
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            inner.read(|conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT tree_size, root_hash, note, created_at FROM log_checkpoints \
+                         ORDER BY tree_size DESC LIMIT 1",
+                    )
+                    .map_err(classify)?;
+                let mut rows = stmt.query([]).map_err(classify)?;
+                match rows.next().map_err(classify)? {
+                    Some(row) => read_checkpoint_row(row).map(Some),
+                    None => Ok(None),
+                }
+            })
+        })
+        .await
     }
 }
 
@@ -422,6 +516,9 @@ impl Inner {
                     other => other,
                 }
             })?;
+            if migration.version == 2 {
+                backfill_leaves(&tx)?;
+            }
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
                 params![migration.version, timestamp_text(Utc::now())],
@@ -450,7 +547,8 @@ impl Inner {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(classify)?;
         self.ensure_schema(&tx)?;
-        let start = log_size(&tx)?;
+        let mut range = read_log_head(&tx)?;
+        let start = range.size();
         let mut size = start;
         let mut duplicates = 0_u64;
         // One recording time for the whole batch: the rows become visible together.
@@ -462,6 +560,10 @@ impl Inner {
                 let position = to_sql_int(size, "log position")?;
                 let event_id = batch.str(row.event_id);
                 let operation = batch.str(row.operation);
+                let payload_json = batch.str(row.payload_json);
+                // The leaf covers the exact timestamp text stored in this row.
+                let leaf = event_leaf_hash(size, event_id, &recorded_at, payload_json)
+                    .map_err(|e| StoreError::Query(e.to_string()))?;
                 let inserted = insert_event
                     .execute(params![
                         event_id,
@@ -471,10 +573,11 @@ impl Inner {
                         row.crs_to.map(|s| batch.str(s)),
                         batch.str(row.processor_id),
                         recorded_at,
-                        batch.str(row.payload_json),
+                        payload_json,
                         position,
                         row.started_at.map(|s| batch.str(s)),
                         row.ended_at.map(|s| batch.str(s)),
+                        &leaf[..],
                     ])
                     .map_err(classify)?;
                 if inserted == 0 {
@@ -483,6 +586,7 @@ impl Inner {
                     continue;
                 }
                 size += 1;
+                range.append(leaf);
                 for &from in batch.uuids(row.inputs.clone()) {
                     for &to in batch.uuids(row.outputs.clone()) {
                         insert_edge
@@ -493,10 +597,7 @@ impl Inner {
             }
         }
         if size != start {
-            let new_size = to_sql_int(size, "log size")?;
-            tx.prepare_cached(UPDATE_LOG_SIZE)
-                .and_then(|mut stmt| stmt.execute([new_size]))
-                .map_err(classify)?;
+            write_log_head(&tx, &range)?;
         }
         tx.commit().map_err(classify)?;
         Ok(CommitReport {
@@ -505,6 +606,235 @@ impl Inner {
             log_size: size,
         })
     }
+}
+
+impl Inner {
+    /// [`TransparencyLog::add_checkpoint`] on the write connection, in one transaction.
+    fn add_checkpoint(
+        &self,
+        tree_size: u64,
+        root_hash: Hash,
+        note: &str,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(classify)?;
+        self.ensure_schema(&tx)?;
+        let head = read_log_head(&tx)?;
+        if tree_size > head.size() {
+            return Err(StoreError::Query(format!(
+                "a checkpoint at tree size {tree_size} is beyond the log (size {})",
+                head.size()
+            )));
+        }
+        if tree_size == head.size() && root_hash != head.root() {
+            return Err(StoreError::Query(format!(
+                "the checkpoint root for tree size {tree_size} is not the log's root"
+            )));
+        }
+        let size = to_sql_int(tree_size, "tree size")?;
+        let stored: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT root_hash FROM log_checkpoints WHERE tree_size = ?1",
+                [size],
+                |row| row.get(0),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                other => Err(other),
+            })
+            .map_err(classify)?;
+        if let Some(stored) = stored {
+            if stored.as_slice() != root_hash.as_slice() {
+                return Err(StoreError::Query(format!(
+                    "a checkpoint at tree size {tree_size} with another root is already stored"
+                )));
+            }
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO log_checkpoints (tree_size, root_hash, note, created_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![size, &root_hash[..], note, timestamp_text(Utc::now())],
+        )
+        .map_err(classify)?;
+        tx.commit().map_err(classify)?;
+        Ok(true)
+    }
+}
+
+/// The persisted frontier at the log's size.
+fn read_log_head(conn: &Connection) -> Result<CompactRange, StoreError> {
+    let (size, frontier): (i64, Vec<u8>) = conn
+        .prepare_cached(SELECT_LOG_HEAD)
+        .and_then(|mut stmt| stmt.query_row([], |row| Ok((row.get(0)?, row.get(1)?))))
+        .map_err(classify)?;
+    let size =
+        u64::try_from(size).map_err(|_| StoreError::Corrupt(format!("log_head.size is {size}")))?;
+    if frontier.len() % 32 != 0 {
+        return Err(StoreError::Corrupt(format!(
+            "log_head.frontier is {} bytes, not a multiple of 32",
+            frontier.len()
+        )));
+    }
+    let hashes: Vec<Hash> = frontier
+        .chunks_exact(32)
+        .filter_map(|c| Hash::try_from(c).ok())
+        .collect();
+    CompactRange::from_parts(size, hashes)
+        .map_err(|e| StoreError::Corrupt(format!("log_head.frontier: {e}")))
+}
+
+/// Writes the size and frontier of `range` to `log_head`.
+fn write_log_head(conn: &Connection, range: &CompactRange) -> Result<(), StoreError> {
+    let size = to_sql_int(range.size(), "log size")?;
+    let frontier: Vec<u8> = range.hashes().concat();
+    conn.prepare_cached(UPDATE_LOG_HEAD)
+        .and_then(|mut stmt| stmt.execute(params![size, frontier]))
+        .map_err(classify)?;
+    Ok(())
+}
+
+/// Rows read per step while backfilling leaf hashes.
+const BACKFILL_PAGE: usize = 10_000;
+
+/// Migration 2 on a log written before it: gives every row its leaf hash and builds the
+/// frontier, inside the migration's transaction (the update trigger is dropped and recreated
+/// around it, as the 0001 migration foresees).
+fn backfill_leaves(tx: &Connection) -> Result<(), StoreError> {
+    let size = log_size(tx)?;
+    if size == 0 {
+        return Ok(());
+    }
+    tx.execute_batch("DROP TRIGGER lineage_events_no_update")
+        .map_err(classify)?;
+    let mut range = CompactRange::new();
+    while range.size() < size {
+        let rows = scan(tx, range.size(), BACKFILL_PAGE)?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut update = tx
+            .prepare_cached("UPDATE lineage_events SET leaf_hash = ?1 WHERE log_position = ?2")
+            .map_err(classify)?;
+        for row in rows {
+            if row.position != range.size() {
+                return Err(StoreError::Corrupt(format!(
+                    "log position {} is missing; cannot build the log",
+                    range.size()
+                )));
+            }
+            let leaf = event_leaf_hash(
+                row.position,
+                &row.event_id,
+                &timestamp_text(row.recorded_at),
+                &row.payload_json,
+            )
+            .map_err(|e| StoreError::Query(e.to_string()))?;
+            update
+                .execute(params![
+                    &leaf[..],
+                    to_sql_int(row.position, "log position")?
+                ])
+                .map_err(classify)?;
+            range.append(leaf);
+        }
+    }
+    if range.size() != size {
+        return Err(StoreError::Corrupt(format!(
+            "log_head.size is {size} but the log holds {} rows",
+            range.size()
+        )));
+    }
+    write_log_head(tx, &range)?;
+    tx.execute_batch(
+        "CREATE TRIGGER lineage_events_no_update BEFORE UPDATE ON lineage_events \
+         BEGIN SELECT RAISE(ABORT, 'lineage_events is append-only'); END;",
+    )
+    .map_err(classify)?;
+    Ok(())
+}
+
+fn leaf_hashes(conn: &Connection, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
+    if to <= from {
+        return Ok(Vec::new());
+    }
+    let (lo, hi) = (to_sql_int(from, "position")?, to_sql_int(to, "position")?);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT log_position, leaf_hash FROM lineage_events \
+             WHERE log_position >= ?1 AND log_position < ?2 ORDER BY log_position",
+        )
+        .map_err(classify)?;
+    let mut rows = stmt.query(params![lo, hi]).map_err(classify)?;
+    let mut out = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0).min(1 << 20));
+    let mut expected = from;
+    while let Some(row) = rows.next().map_err(classify)? {
+        let position: i64 = row.get(0).map_err(classify)?;
+        if u64::try_from(position).ok() != Some(expected) {
+            return Err(StoreError::Corrupt(format!(
+                "log position {expected} is missing"
+            )));
+        }
+        let hash: Option<Vec<u8>> = row.get(1).map_err(classify)?;
+        let hash: Hash = hash.and_then(|h| h.try_into().ok()).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the leaf_hash of log position {expected} is missing or not 32 bytes"
+            ))
+        })?;
+        out.push(hash);
+        expected += 1;
+    }
+    if expected != to {
+        return Err(StoreError::Corrupt(format!(
+            "log position {expected} is missing"
+        )));
+    }
+    Ok(out)
+}
+
+fn checkpoints(
+    conn: &Connection,
+    from_size: u64,
+    limit: usize,
+) -> Result<Vec<StoredCheckpoint>, StoreError> {
+    let Ok(from) = i64::try_from(from_size) else {
+        return Ok(Vec::new());
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT tree_size, root_hash, note, created_at FROM log_checkpoints \
+             WHERE tree_size >= ?1 ORDER BY tree_size LIMIT ?2",
+        )
+        .map_err(classify)?;
+    let mut rows = stmt.query(params![from, limit]).map_err(classify)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(classify)? {
+        out.push(read_checkpoint_row(row)?);
+    }
+    Ok(out)
+}
+
+/// One `log_checkpoints` row (`tree_size, root_hash, note, created_at`).
+fn read_checkpoint_row(row: &rusqlite::Row<'_>) -> Result<StoredCheckpoint, StoreError> {
+    let size: i64 = row.get(0).map_err(classify)?;
+    let tree_size = u64::try_from(size)
+        .map_err(|_| StoreError::Corrupt(format!("negative checkpoint tree size {size}")))?;
+    let root: Vec<u8> = row.get(1).map_err(classify)?;
+    let root_hash: Hash = root.try_into().map_err(|_| {
+        StoreError::Corrupt(format!(
+            "the checkpoint at tree size {tree_size} has a root_hash that is not 32 bytes"
+        ))
+    })?;
+    Ok(StoredCheckpoint {
+        tree_size,
+        root_hash,
+        note: row.get(2).map_err(classify)?,
+        created_at: row.get(3).map_err(classify)?,
+    })
 }
 
 /// Which connection [`open_connection`] configures.

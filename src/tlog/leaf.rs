@@ -7,13 +7,18 @@
 //!
 //! ```text
 //! leaf_data = "geoprov/leaf/v1"                       15 ASCII bytes, no length, no terminator
+//!             || u64be(position)                      the row's log position, 8 bytes
 //!             || u32be(len(event_id))   || event_id   lowercase hex SHA-256, 64 bytes
 //!             || u32be(len(recorded_at)) || recorded_at
 //!             || u32be(len(payload_json)) || payload_json
 //! ```
 //!
-//! - `u32be(x)` is `x` as a 4-byte big-endian unsigned integer: the length in **bytes** of the
-//!   UTF-8 string that follows (not in characters).
+//! - `u64be(x)` / `u32be(x)` are `x` as an 8- / 4-byte big-endian unsigned integer; a `u32be`
+//!   prefix is the length in **bytes** of the UTF-8 string that follows (not in characters).
+//! - `position` is the row's `log_position` (0-based). It is also the leaf's index in the tree;
+//!   putting it in the leaf as well makes every stored row self-describing, so a row moved to
+//!   another position (two positions swapped, a row inserted and the later ones renumbered) no
+//!   longer matches its own stored `leaf_hash`, and `verify` names the exact position.
 //! - `event_id` is the stored `event_id` column as stored (lowercase hex, see the design's
 //!   Events section).
 //! - `recorded_at` is the row's record timestamp (the seed's `timestamp` column, when the row
@@ -25,9 +30,17 @@
 //! - `payload_json` is the stored `payload_json` column, byte for byte as stored (no
 //!   re-serialisation: whatever text the row holds is what is hashed).
 //!
-//! Every field is length-prefixed, so no two different `(event_id, recorded_at, payload_json)`
-//! triples encode to the same bytes. The leaf's position is *not* in the leaf: it is the
-//! leaf's index in the tree, so swapping two rows changes the root.
+//! Every field is length-prefixed (the position has a fixed width), so no two different
+//! `(position, event_id, recorded_at, payload_json)` tuples encode to the same bytes.
+//!
+//! # What is covered, and how
+//!
+//! The leaf covers *everything stored for the event*. The seed columns `dataset_uuid`,
+//! `operation`, `crs_from`, `crs_to` and `processor_id` (and geoprov's `started_at`,
+//! `ended_at` and the lineage edges) are not hashed on their own: they are derived from
+//! `payload_json`, so a verifier re-derives them from the payload (with
+//! `crate::event::parse_event`) and compares them with the stored columns. `event_id` is both
+//! hashed here and checked against `SHA-256(payload_json)`.
 //!
 //! Not here: reading rows, deciding the record time, hashing the payload into `event_id`.
 
@@ -62,22 +75,24 @@ fn push_field(out: &mut Vec<u8>, name: &str, field: &str) -> Result<(), TlogErro
 
 /// The `geoprov/leaf/v1` bytes of a stored event (format in the module doc).
 ///
-/// `recorded_at` MUST come from [`format_recorded_at`]; `event_id_hex` and `payload_json`
-/// MUST be the stored column values, unchanged.
+/// `position` is the row's log position; `recorded_at` MUST come from [`format_recorded_at`];
+/// `event_id_hex` and `payload_json` MUST be the stored column values, unchanged.
 ///
 /// # Errors
 ///
 /// [`TlogError::InvalidArgument`] when a field is 4 GiB or longer (its length does not fit the
 /// u32 prefix). Validated payloads are far below that (1 MiB by default).
 pub fn leaf_data(
+    position: u64,
     event_id_hex: &str,
     recorded_at: &str,
     payload_json: &str,
 ) -> Result<Vec<u8>, TlogError> {
     let mut out = Vec::with_capacity(
-        LEAF_VERSION_TAG.len() + 12 + event_id_hex.len() + recorded_at.len() + payload_json.len(),
+        LEAF_VERSION_TAG.len() + 20 + event_id_hex.len() + recorded_at.len() + payload_json.len(),
     );
     out.extend_from_slice(LEAF_VERSION_TAG.as_bytes());
+    out.extend_from_slice(&position.to_be_bytes());
     push_field(&mut out, "event_id", event_id_hex)?;
     push_field(&mut out, "recorded_at", recorded_at)?;
     push_field(&mut out, "payload_json", payload_json)?;
@@ -90,11 +105,13 @@ pub fn leaf_data(
 ///
 /// As [`leaf_data`].
 pub fn event_leaf_hash(
+    position: u64,
     event_id_hex: &str,
     recorded_at: &str,
     payload_json: &str,
 ) -> Result<Hash, TlogError> {
     Ok(leaf_hash(&leaf_data(
+        position,
         event_id_hex,
         recorded_at,
         payload_json,
@@ -120,8 +137,15 @@ mod tests {
 
     #[test]
     fn leaf_data_layout_is_exactly_as_documented() {
-        let got = leaf_data("ab", "2024-01-02T03:04:05.000000Z", "{\"a\": \"é\"}").unwrap();
+        let got = leaf_data(
+            0x0102_0304_0506_0708,
+            "ab",
+            "2024-01-02T03:04:05.000000Z",
+            "{\"a\": \"é\"}",
+        )
+        .unwrap();
         let mut want = b"geoprov/leaf/v1".to_vec();
+        want.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
         want.extend_from_slice(&[0, 0, 0, 2]);
         want.extend_from_slice(b"ab");
         want.extend_from_slice(&[0, 0, 0, 27]);
@@ -138,22 +162,33 @@ mod tests {
         // introduce geoprov/leaf/v2 instead.
         let event_id = "5e8f2ad8bbd0f0d4f7bd6fd0cd1e6fbd43ad1b6a1f0ac1d4e9fcb1b55d7f0b1a";
         let payload = r#"{"crs_from": "EPSG:4326", "crs_to": "EPSG:3857", "dataset_uuid": "0b5c3a4e-8d2f-4e1a-9c7b-2f6d8e9a1b3c", "operation": "reproject", "processor_id": "gdalwarp"}"#;
-        let hash = event_leaf_hash(event_id, "2024-05-06T07:08:09.123456Z", payload).unwrap();
-        // Computed independently with Python's hashlib and struct.pack(">I", ...).
+        let hash = event_leaf_hash(1234, event_id, "2024-05-06T07:08:09.123456Z", payload).unwrap();
+        // Computed independently with Python 3's hashlib:
+        //   f = lambda s: struct.pack(">I", len(s.encode())) + s.encode()
+        //   data = b"geoprov/leaf/v1" + struct.pack(">Q", 1234) + f(event_id) + f(ts) + f(payload)
+        //   hashlib.sha256(b"\x00" + data).hexdigest()
         assert_eq!(
             hex::encode(hash),
-            "8e420f2ba0e0ef17d38a63cd3cdc8d918efc1163033d85a5f739128df1a9f3cd"
+            "15561fd0ffa03e14497468ce9ec9a9c52754882eb9e5eb29ac99bfca696308b8"
         );
     }
 
     #[test]
     fn field_boundaries_cannot_be_shifted() {
         // Moving bytes from one field to the next changes the encoding.
-        let a = leaf_data("ab", "c", "d").unwrap();
-        let b = leaf_data("a", "bc", "d").unwrap();
-        let c = leaf_data("a", "b", "cd").unwrap();
+        let a = leaf_data(0, "ab", "c", "d").unwrap();
+        let b = leaf_data(0, "a", "bc", "d").unwrap();
+        let c = leaf_data(0, "a", "b", "cd").unwrap();
         assert_ne!(a, b);
         assert_ne!(b, c);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn the_position_is_part_of_the_leaf() {
+        // A row moved to another position no longer matches its leaf hash.
+        let a = event_leaf_hash(7, "ab", "c", "d").unwrap();
+        let b = event_leaf_hash(8, "ab", "c", "d").unwrap();
+        assert_ne!(a, b);
     }
 }

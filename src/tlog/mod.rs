@@ -19,8 +19,8 @@
 //! - [`merkle`]: `leaf_hash`, `node_hash`, [`CompactRange`], proofs and their verification,
 //!   with function names taken from the RFCs.
 //! - [`leaf`]: the exact bytes a stored event contributes as a leaf (`geoprov/leaf/v1`: the
-//!   tag, then `event_id`, `recorded_at` and `payload_json`, each u32-big-endian-length
-//!   prefixed).
+//!   tag, the u64-big-endian log position, then `event_id`, `recorded_at` and `payload_json`,
+//!   each u32-big-endian-length prefixed).
 //! - [`checkpoint`]: the C2SP tlog-checkpoint body, Ed25519 signed notes, key texts.
 
 pub mod checkpoint;

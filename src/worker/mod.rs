@@ -11,6 +11,7 @@
 //! [`Worker::try_process_batch`] runs one iteration so tests can drive the loop step by step.
 
 pub mod celery_decoder;
+pub mod checkpointer;
 pub mod pipeline;
 pub mod rate_limit;
 pub mod results;
@@ -28,6 +29,7 @@ use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 
 pub use celery_decoder::CeleryDecoder;
+pub use checkpointer::{CheckpointOptions, Checkpointer};
 pub use pipeline::{Decoded, Decoder, NativeDecoder};
 pub use rate_limit::RateLimiter;
 pub use results::ResultBackend;

@@ -752,7 +752,6 @@ impl OwnRabbit {
     }
 
     fn spawn(&mut self) {
-        use std::os::unix::process::CommandExt as _;
         let d = self.dir.path();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -769,7 +768,9 @@ impl OwnRabbit {
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
             .env("RABBITMQ_PLUGINS_EXPAND_DIR", d.join("plugins-expand"))
             .env("RABBITMQ_PID_FILE", d.join("pid"))
-            .process_group(0)
+            // Crash dumps (erl_crash.dump, MnesiaCore.*) land in the temporary directory.
+            .env("ERL_CRASH_DUMP", d.join("erl_crash.dump"))
+            .current_dir(d)
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
@@ -786,8 +787,21 @@ impl OwnRabbit {
         );
     }
 
-    /// Stop the node gracefully (SIGTERM) and wait for it to exit.
+    /// The Erlang VM's OS pid, from the pid file the node writes once it runs. Only this
+    /// process and the start script are ever signalled: never a process group.
+    fn vm_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.file("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+            .filter(|pid| *pid > 1)
+    }
+
+    /// Stop the node gracefully (SIGTERM to the start script, which stops the VM) and wait
+    /// for it to exit; SIGKILL the VM if it is still there after 30 s.
     fn stop(&mut self) {
+        let vm = self.vm_pid();
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -799,11 +813,16 @@ impl OwnRabbit {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = Command::new("kill")
-                .args(["-KILL", &format!("-{}", child.id())])
-                .status();
+            let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(pid) = vm {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_file(self.file("pid"));
     }
 
     /// Stop it, wait `down`, start it again on the same ports and data.
@@ -828,10 +847,13 @@ impl OwnRabbit {
 
 impl Drop for OwnRabbit {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(pid) = self.vm_pid() {
             let _ = Command::new("kill")
-                .args(["-KILL", &format!("-{}", child.id())])
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
                 .status();
+        }
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }

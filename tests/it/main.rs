@@ -11,4 +11,5 @@ mod support;
 mod postgres_store;
 mod sqlite_store;
 mod store_suite;
+mod tlog_sqlite;
 mod prov_export;

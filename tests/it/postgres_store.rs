@@ -70,6 +70,32 @@ async fn store_open_accepts_both_schemes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_creates_a_missing_schema() {
+    let Some(created) = TestSchema::create().await else {
+        return;
+    };
+    // A name nobody created yet; dropped (if it exists by then) with the guard.
+    let schema = TestSchema {
+        server: created.server.clone(),
+        name: format!("{}_new", created.name),
+    };
+    let store = PostgresStore::open(&schema.url()).await.expect("open");
+    assert_eq!(store.migrate().await.expect("migrate"), SCHEMA_VERSION);
+    store.commit_batch(&sources(2)).await.expect("commit");
+    let n: i64 = schema
+        .raw()
+        .await
+        .query_one(
+            "SELECT count(*) FROM lineage_events WHERE log_position IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("count in the new schema")
+        .get(0);
+    assert_eq!(n, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_recorded_once_even_when_many_start_at_once() {
     let Some(schema) = TestSchema::create().await else {
         return;

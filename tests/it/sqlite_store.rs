@@ -183,7 +183,15 @@ async fn geoprov_columns_and_edges_are_stored() {
     // Event times in the same form, converted to UTC.
     assert_eq!(started.as_deref(), Some("2024-05-01T10:00:00.250000Z"));
     assert_eq!(ended.as_deref(), Some("2024-05-01T10:00:03.000000Z"));
-    assert_eq!(leaf, None, "leaf_hash is the tlog's to fill");
+    // The leaf hash of geoprov/leaf/v1 over the position and the exact timestamp text stored.
+    let want_leaf = geoprov::tlog::event_leaf_hash(
+        0,
+        &event.event_id.to_hex(),
+        &timestamp,
+        &event.payload_json,
+    )
+    .expect("leaf");
+    assert_eq!(leaf.as_deref(), Some(&want_leaf[..]), "leaf_hash is filled");
 
     let mut edges: Vec<(String, String, String, String)> = raw
         .prepare("SELECT from_uuid, to_uuid, event_id, operation FROM lineage_edges")

@@ -1,0 +1,668 @@
+//! `geoprov verify`: recompute the whole log from the stored rows and check it against the
+//! stored (and optionally an external) signed checkpoints, reporting the first divergence.
+//!
+//! Not for: printing or exit codes (that is `cli/verify.rs`), nor the Merkle math
+//! ([`crate::tlog`]).
+//!
+//! # What is checked, in log order
+//!
+//! For every row, position by position from 0 (the first failure is reported, naming the
+//! position and its event id):
+//! 1. positions are dense: a position with no row is reported as missing;
+//! 2. `event_id == SHA-256(payload_json)`;
+//! 3. `payload_json` is a valid event and is in the canonical form it was hashed in (Python's
+//!    `json.dumps(payload, sort_keys=True)`, re-derived with [`crate::event::parse_event`]);
+//! 4. the seed columns `dataset_uuid`, `operation`, `crs_from`, `crs_to` and `processor_id`
+//!    equal the values derived from the payload;
+//! 5. the stored `leaf_hash` equals `leaf_hash(leaf_data(position, event_id, recorded_at,
+//!    payload_json))` recomputed from the row (`geoprov/leaf/v1`);
+//! 6. the recomputed leaf is appended to a [`CompactRange`], and at the size of every stored
+//!    checkpoint the recomputed root MUST equal the checkpoint's root, the checkpoint's note
+//!    MUST carry a valid signature by the verifier key and MUST state the same size and root as
+//!    its row.
+//!
+//! Every checkpoint is compared with the *same* recomputed tree, so two checkpoints that both
+//! match are consistent with each other (the smaller tree is a prefix of the larger one) without
+//! a separate consistency proof. When a checkpoint's root does not match, the divergence lies
+//! after the previous matching checkpoint: the report names that range of positions.
+//!
+//! After the rows: the recomputed root at the log head's size MUST equal the root of the stored
+//! frontier (`log_head`); no row may exist beyond the head; no checkpoint may be beyond the log.
+//! Rows after the latest checkpoint are intact as far as the rows go, but nothing signed covers
+//! them yet: they are reported as a warning, not a failure.
+//!
+//! # Memory and speed
+//!
+//! Rows are read in pages ([`VerifyOptions::page_size`]) while the previous page is checked, and
+//! the per-row checks of a page run on all cores; only the frontier (O(log n) hashes) and one
+//! or two pages are in memory at a time, however long the log.
+
+use std::sync::Arc;
+
+use crate::event::{parse_event, EventId};
+use crate::store::{transparency_log, Store, StoreError, StoredCheckpoint, StoredEvent};
+use crate::tlog::{
+    event_leaf_hash, format_recorded_at, Checkpoint, CompactRange, Hash, TlogError, Verifier,
+};
+
+/// Rows per page by default.
+pub const DEFAULT_PAGE_SIZE: usize = 20_000;
+
+/// Checkpoints read per store call.
+const CHECKPOINT_PAGE: usize = 1_000;
+
+/// How to verify.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// The key the checkpoints must be signed by. Required when the store holds checkpoints.
+    pub verifier: Option<Verifier>,
+    /// A signed checkpoint note kept outside the store, checked with `verifier` too.
+    pub external_checkpoint: Option<String>,
+    /// Rows per page. Defaults to [`DEFAULT_PAGE_SIZE`].
+    pub page_size: usize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            verifier: None,
+            external_checkpoint: None,
+            page_size: DEFAULT_PAGE_SIZE,
+        }
+    }
+}
+
+/// What an intact log looked like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Rows verified (the log head's size when verification started).
+    pub size: u64,
+    /// The recomputed root at that size.
+    pub root: Hash,
+    /// Stored checkpoints checked.
+    pub checkpoints: u64,
+    /// The size of the latest checkpoint checked (0 when none).
+    pub covered: u64,
+    /// Whether an external checkpoint was checked.
+    pub external_checked: bool,
+    /// Things that are not failures but deserve a line (uncovered rows, concurrent growth).
+    pub warnings: Vec<String>,
+}
+
+/// Why verification did not say "intact".
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The log is not intact: one line naming the first bad position or checkpoint.
+    #[error("{0}")]
+    Tampered(String),
+    /// Verification could not be carried out as asked (no key for the checkpoints, a malformed
+    /// external checkpoint): the user must act.
+    #[error("{0}")]
+    Usage(String),
+    /// The store failed (other than data that does not read back, which is [`Self::Tampered`]).
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for VerifyError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt(detail) => VerifyError::Tampered(detail),
+            other => VerifyError::Store(other),
+        }
+    }
+}
+
+fn tampered(text: String) -> VerifyError {
+    VerifyError::Tampered(text)
+}
+
+/// One page as read from the store: the rows and, per row, its stored leaf hash (`None` when
+/// missing or malformed).
+struct Page {
+    rows: Vec<StoredEvent>,
+    stored: Vec<Option<Hash>>,
+}
+
+/// Reads the rows of positions `from..end` (at most `limit`) and their stored leaf hashes.
+async fn read_page(
+    store: Arc<dyn Store>,
+    from: u64,
+    end: u64,
+    limit: usize,
+) -> Result<Page, StoreError> {
+    let want = usize::try_from(end - from).unwrap_or(usize::MAX).min(limit);
+    let mut rows = store.scan(from, want).await?;
+    rows.retain(|r| r.position < end);
+    let log = transparency_log(store.as_ref())?;
+    let dense = rows
+        .iter()
+        .enumerate()
+        .all(|(i, r)| Some(r.position) == from.checked_add(i as u64));
+    let stored = match (dense, rows.last()) {
+        (_, None) => Vec::new(),
+        (true, Some(last)) => match log.leaf_hashes(from, last.position + 1).await {
+            Ok(hashes) => hashes.into_iter().map(Some).collect(),
+            Err(StoreError::Corrupt(_)) => per_row_hashes(store.as_ref(), &rows).await?,
+            Err(e) => return Err(e),
+        },
+        (false, Some(_)) => per_row_hashes(store.as_ref(), &rows).await?,
+    };
+    Ok(Page { rows, stored })
+}
+
+/// The slow path, for a page with a gap or a bad stored hash: each row's hash on its own.
+async fn per_row_hashes(
+    store: &dyn Store,
+    rows: &[StoredEvent],
+) -> Result<Vec<Option<Hash>>, StoreError> {
+    let log = transparency_log(store)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        match log.leaf_hashes(row.position, row.position + 1).await {
+            Ok(hashes) => out.push(hashes.first().copied()),
+            Err(StoreError::Corrupt(_)) => out.push(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Checks one row against its payload and stored leaf hash; returns the recomputed leaf hash or
+/// why the row is bad.
+fn check_row(row: &StoredEvent, stored: Option<&Hash>) -> Result<Hash, String> {
+    let event = parse_event(row.payload_json.as_bytes(), usize::MAX);
+    let canonical = matches!(&event, Ok(e) if e.payload_json == row.payload_json);
+    let id_matches = match &event {
+        Ok(e) if canonical => e.event_id.to_hex() == row.event_id,
+        _ => EventId::of_canonical_json(&row.payload_json).to_hex() == row.event_id,
+    };
+    if !id_matches {
+        return Err("payload_json does not hash to event_id".into());
+    }
+    let event = event.map_err(|e| format!("payload_json is not a valid event: {e}"))?;
+    if !canonical {
+        return Err(
+            "payload_json is not in canonical form (json.dumps(payload, sort_keys=True))".into(),
+        );
+    }
+    let mut buf = uuid::Uuid::encode_buffer();
+    let dataset_uuid: &str = event.dataset_uuid.hyphenated().encode_lower(&mut buf);
+    let columns: [(&str, Option<&str>, Option<&str>); 5] = [
+        ("dataset_uuid", Some(&row.dataset_uuid), Some(dataset_uuid)),
+        ("operation", Some(&row.operation), Some(&event.operation)),
+        (
+            "crs_from",
+            row.crs_from.as_deref(),
+            event.crs_from.as_deref(),
+        ),
+        ("crs_to", row.crs_to.as_deref(), event.crs_to.as_deref()),
+        (
+            "processor_id",
+            Some(&row.processor_id),
+            Some(&event.processor_id),
+        ),
+    ];
+    for (name, stored_value, derived) in columns {
+        if stored_value != derived {
+            return Err(format!(
+                "column {name} ({stored_value:?}) does not match payload_json ({derived:?})"
+            ));
+        }
+    }
+    let leaf = event_leaf_hash(
+        row.position,
+        &row.event_id,
+        &format_recorded_at(row.recorded_at),
+        &row.payload_json,
+    )
+    .map_err(|e| e.to_string())?;
+    match stored {
+        None => Err("the stored leaf_hash is missing or malformed".into()),
+        Some(hash) if *hash != leaf => Err(format!(
+            "the stored leaf_hash does not match the row (recomputed {})",
+            hex::encode(leaf)
+        )),
+        Some(_) => Ok(leaf),
+    }
+}
+
+/// Checks a page's rows on all cores; returns their leaf hashes or the first bad row's index
+/// and reason.
+fn check_page(page: &Page) -> Result<Vec<Hash>, (usize, String)> {
+    let threads = std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1);
+    let n = page.rows.len();
+    let chunk = n.div_ceil(threads).max(256);
+    let check = |start: usize, end: usize| -> Result<Vec<Hash>, (usize, String)> {
+        (start..end)
+            .map(|i| check_row(&page.rows[i], page.stored[i].as_ref()).map_err(|e| (i, e)))
+            .collect()
+    };
+    if n <= chunk {
+        return check(0, n);
+    }
+    let results: Vec<Result<Vec<Hash>, (usize, String)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|start| {
+                let end = (start + chunk).min(n);
+                scope.spawn(move || check(start, end))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(k, h)| {
+                h.join()
+                    .unwrap_or_else(|_| Err((k * chunk, "the row check panicked".into())))
+            })
+            .collect()
+    });
+    let mut leaves = Vec::with_capacity(n);
+    for result in results {
+        leaves.extend(result?);
+    }
+    Ok(leaves)
+}
+
+/// The next stored checkpoints, read in pages.
+struct CheckpointCursor {
+    buffer: std::collections::VecDeque<StoredCheckpoint>,
+    next_from: u64,
+    exhausted: bool,
+}
+
+impl CheckpointCursor {
+    fn new() -> Self {
+        CheckpointCursor {
+            buffer: std::collections::VecDeque::new(),
+            next_from: 0,
+            exhausted: false,
+        }
+    }
+
+    /// The next checkpoint not yet taken, if any.
+    async fn peek(&mut self, store: &dyn Store) -> Result<Option<&StoredCheckpoint>, StoreError> {
+        if self.buffer.is_empty() && !self.exhausted {
+            let log = transparency_log(store)?;
+            let page = log.checkpoints(self.next_from, CHECKPOINT_PAGE).await?;
+            if page.len() < CHECKPOINT_PAGE {
+                self.exhausted = true;
+            }
+            if let Some(last) = page.last() {
+                self.next_from = last.tree_size + 1;
+            }
+            self.buffer.extend(page);
+        }
+        Ok(self.buffer.front())
+    }
+
+    fn take(&mut self) -> Option<StoredCheckpoint> {
+        self.buffer.pop_front()
+    }
+}
+
+/// The state of the recomputation while streaming.
+struct Walk {
+    range: CompactRange,
+    /// Size of the last checkpoint whose root matched (the start of any divergence).
+    last_good: u64,
+    /// Size of the latest stored checkpoint checked.
+    covered: u64,
+    checkpoints: u64,
+}
+
+impl Walk {
+    fn check_stored(
+        &mut self,
+        checkpoint: &StoredCheckpoint,
+        verifier: &Verifier,
+    ) -> Result<(), VerifyError> {
+        let size = checkpoint.tree_size;
+        let note = open_note(verifier, &checkpoint.note)
+            .map_err(|why| tampered(format!("checkpoint at tree size {size}: {why}")))?;
+        if note.size != size || note.root_hash != checkpoint.root_hash {
+            return Err(tampered(format!(
+                "checkpoint at tree size {size}: the signed note (tree size {}) does not match \
+                 its stored size and root",
+                note.size
+            )));
+        }
+        self.check_root(size, &note.root_hash, "checkpoint")?;
+        self.checkpoints += 1;
+        self.covered = size;
+        Ok(())
+    }
+
+    fn check_root(&mut self, size: u64, root: &Hash, what: &str) -> Result<(), VerifyError> {
+        if self.range.root() != *root {
+            return Err(tampered(format!(
+                "{what} at tree size {size}: root does not match the log (first divergence \
+                 between positions {} and {})",
+                self.last_good,
+                size.saturating_sub(1)
+            )));
+        }
+        self.last_good = size;
+        Ok(())
+    }
+}
+
+/// Opens a note with `verifier`, turning the error into the report's wording.
+fn open_note(verifier: &Verifier, note: &str) -> Result<Checkpoint, String> {
+    verifier.verify_note(note).map_err(|e| match e {
+        TlogError::InvalidSignature(_) | TlogError::UnverifiedNote(_) => {
+            format!("signature does not verify with key {}", verifier.key_text())
+        }
+        other => other.to_string(),
+    })
+}
+
+/// Verifies the whole log of `store` (see the module documentation).
+///
+/// # Errors
+///
+/// [`VerifyError::Tampered`] with one line naming the first bad position or checkpoint;
+/// [`VerifyError::Usage`] when checkpoints exist but no verifier key was given, or the external
+/// checkpoint is unusable; [`VerifyError::Store`] when the store fails.
+pub async fn verify_log(
+    store: Arc<dyn Store>,
+    options: &VerifyOptions,
+) -> Result<VerifyReport, VerifyError> {
+    let log = transparency_log(store.as_ref()).map_err(VerifyError::Store)?;
+    let head = log.tree_head().await?;
+    let size = head.size;
+    let page_size = options.page_size.max(1);
+    let mut warnings = Vec::new();
+
+    let external = match &options.external_checkpoint {
+        None => None,
+        Some(note) => {
+            let verifier = options.verifier.as_ref().ok_or_else(|| {
+                VerifyError::Usage("--checkpoint needs --key PUB to check its signature".into())
+            })?;
+            let checkpoint = open_note(verifier, note)
+                .map_err(|why| tampered(format!("external checkpoint: {why}")))?;
+            if checkpoint.size > size {
+                return Err(tampered(format!(
+                    "external checkpoint at tree size {}: the log holds only {size} events \
+                     (rows were removed, or the checkpoint is of another log)",
+                    checkpoint.size
+                )));
+            }
+            Some(checkpoint)
+        }
+    };
+    let mut cursor = CheckpointCursor::new();
+    if cursor.peek(store.as_ref()).await?.is_some() && options.verifier.is_none() {
+        return Err(VerifyError::Usage(
+            "the store holds signed checkpoints but no verifier key was found: pass --key PUB \
+             (or keep the log signing key at --log-key)"
+                .into(),
+        ));
+    }
+
+    let mut walk = Walk {
+        range: CompactRange::new(),
+        last_good: 0,
+        covered: 0,
+        checkpoints: 0,
+    };
+    let mut external_checked = false;
+    // Checkpoints due at the current size (size 0 before any row).
+    let check_due = |walk: &mut Walk,
+                     due: Option<StoredCheckpoint>,
+                     external_checked: &mut bool|
+     -> Result<(), VerifyError> {
+        if let (Some(checkpoint), Some(verifier)) = (due, options.verifier.as_ref()) {
+            walk.check_stored(&checkpoint, verifier)?;
+        }
+        if let Some(ext) = &external {
+            if !*external_checked && ext.size == walk.range.size() {
+                walk.check_root(ext.size, &ext.root_hash, "external checkpoint")?;
+                *external_checked = true;
+            }
+        }
+        Ok(())
+    };
+    let due = next_due(&mut cursor, store.as_ref(), 0).await?;
+    check_due(&mut walk, due, &mut external_checked)?;
+
+    let mut from = 0u64;
+    let mut pending =
+        (from < size).then(|| tokio::spawn(read_page(Arc::clone(&store), from, size, page_size)));
+    while let Some(task) = pending.take() {
+        let page = task.await.map_err(|e| {
+            VerifyError::Store(StoreError::Query(format!("read task failed: {e}")))
+        })??;
+        // Positions: dense from `from`.
+        let mut dense_len = page.rows.len();
+        for (i, row) in page.rows.iter().enumerate() {
+            if row.position != from + i as u64 {
+                dense_len = i;
+                break;
+            }
+        }
+        let next_from = from + page.rows.len() as u64;
+        if dense_len == page.rows.len() && !page.rows.is_empty() && next_from < size {
+            pending = Some(tokio::spawn(read_page(
+                Arc::clone(&store),
+                next_from,
+                size,
+                page_size,
+            )));
+        }
+        let page = Arc::new(page);
+        let checked = {
+            let page = Arc::clone(&page);
+            tokio::task::spawn_blocking(move || check_page(&page))
+                .await
+                .map_err(|e| {
+                    VerifyError::Store(StoreError::Query(format!("check task failed: {e}")))
+                })?
+        };
+        let (leaves, failure) = match checked {
+            Ok(leaves) => (leaves, None),
+            Err((index, why)) => {
+                // Re-check the rows before the failure to get their leaves.
+                let leaves = (0..index)
+                    .filter_map(|i| check_row(&page.rows[i], page.stored[i].as_ref()).ok())
+                    .collect::<Vec<_>>();
+                (leaves, Some((index, why)))
+            }
+        };
+        let first_bad = failure.as_ref().map_or(usize::MAX, |f| f.0);
+        for (i, leaf) in leaves.into_iter().enumerate() {
+            if i >= dense_len || i >= first_bad {
+                break;
+            }
+            walk.range.append(leaf);
+            let due = next_due(&mut cursor, store.as_ref(), walk.range.size()).await?;
+            check_due(&mut walk, due, &mut external_checked)?;
+        }
+        if dense_len < page.rows.len() && dense_len <= first_bad {
+            let missing = from + dense_len as u64;
+            return Err(tampered(format!("position {missing} is missing")));
+        }
+        if let Some((index, why)) = failure {
+            let row = &page.rows[index];
+            return Err(tampered(format!(
+                "position {} (event {}): {why}",
+                row.position, row.event_id
+            )));
+        }
+        if page.rows.is_empty() {
+            break;
+        }
+        from = next_from;
+    }
+    if walk.range.size() < size {
+        return Err(tampered(format!(
+            "position {} is missing (the log head says {size} events)",
+            walk.range.size()
+        )));
+    }
+    if walk.range.root() != head.root {
+        return Err(tampered(format!(
+            "log head at tree size {size}: the stored frontier's root does not match the log"
+        )));
+    }
+
+    // Nothing beyond the head: a row there must be a concurrent commit, which moves the head.
+    let head_now = log.tree_head().await?;
+    if let Some(row) = store.scan(head_now.size, 1).await?.into_iter().next() {
+        let head_after = log.tree_head().await?;
+        if row.position >= head_after.size {
+            return Err(tampered(format!(
+                "position {} (event {}): the row is beyond the log head (size {})",
+                row.position, row.event_id, head_after.size
+            )));
+        }
+    }
+    // No checkpoint beyond the log.
+    if let Some(checkpoint) = cursor.peek(store.as_ref()).await? {
+        let beyond = checkpoint.tree_size;
+        if beyond > log.tree_head().await?.size {
+            return Err(tampered(format!(
+                "checkpoint at tree size {beyond}: the log holds only {} events (rows were \
+                 removed?)",
+                log.tree_head().await?.size
+            )));
+        }
+        warnings.push(format!(
+            "checkpoints from tree size {beyond} on were written while verifying and are not \
+             checked"
+        ));
+    }
+    if let Some(ext) = &external {
+        if !external_checked {
+            return Err(tampered(format!(
+                "external checkpoint at tree size {}: not reached in the log",
+                ext.size
+            )));
+        }
+    }
+    let covered = walk.covered;
+    if size > covered {
+        warnings.push(format!(
+            "{} events (positions {covered}..{}) are not yet covered by a checkpoint",
+            size - covered,
+            size - 1
+        ));
+    }
+    Ok(VerifyReport {
+        size,
+        root: walk.range.root(),
+        checkpoints: walk.checkpoints,
+        covered,
+        external_checked,
+        warnings,
+    })
+}
+
+/// Takes the stored checkpoint of exactly `size`, if it is the next one; a checkpoint of a
+/// size that was skipped cannot exist (sizes grow one at a time), so the cursor only moves on.
+async fn next_due(
+    cursor: &mut CheckpointCursor,
+    store: &dyn Store,
+    size: u64,
+) -> Result<Option<StoredCheckpoint>, StoreError> {
+    match cursor.peek(store).await? {
+        Some(c) if c.tree_size == size => Ok(cursor.take()),
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn row(position: u64, payload: &str) -> (StoredEvent, Hash) {
+        let event = parse_event(payload.as_bytes(), usize::MAX).unwrap();
+        let recorded_at = Utc::now();
+        let id = event.event_id.to_hex();
+        let leaf = event_leaf_hash(
+            position,
+            &id,
+            &format_recorded_at(recorded_at),
+            &event.payload_json,
+        )
+        .unwrap();
+        let stored = StoredEvent {
+            position,
+            event_id: id,
+            dataset_uuid: event.dataset_uuid.to_string(),
+            operation: event.operation.clone(),
+            crs_from: event.crs_from.clone(),
+            crs_to: event.crs_to.clone(),
+            processor_id: event.processor_id.clone(),
+            recorded_at,
+            payload_json: event.payload_json.clone(),
+        };
+        (stored, leaf)
+    }
+
+    const PAYLOAD: &str = r#"{"dataset_uuid": "0b5c3a4e-8d2f-4e1a-9c7b-2f6d8e9a1b3c", "operation": "tile", "processor_id": "p", "crs_from": "EPSG:4326"}"#;
+
+    #[test]
+    fn an_intact_row_yields_its_leaf() {
+        let (stored, leaf) = row(3, PAYLOAD);
+        assert_eq!(check_row(&stored, Some(&leaf)), Ok(leaf));
+    }
+
+    #[test]
+    fn each_kind_of_change_is_named() {
+        let (good, leaf) = row(3, PAYLOAD);
+        let mut r = good.clone();
+        r.payload_json = r.payload_json.replace("tile", "tilf");
+        assert!(check_row(&r, Some(&leaf))
+            .unwrap_err()
+            .contains("does not hash"));
+        let mut r = good.clone();
+        r.operation = "mosaic".into();
+        assert!(check_row(&r, Some(&leaf))
+            .unwrap_err()
+            .contains("column operation"));
+        let mut r = good.clone();
+        r.crs_to = Some("EPSG:3857".into());
+        assert!(check_row(&r, Some(&leaf))
+            .unwrap_err()
+            .contains("column crs_to"));
+        let mut r = good.clone();
+        r.position = 4;
+        assert!(check_row(&r, Some(&leaf))
+            .unwrap_err()
+            .contains("leaf_hash"));
+        assert!(check_row(&good, None).unwrap_err().contains("missing"));
+        let mut r = good;
+        r.recorded_at += chrono::Duration::seconds(1);
+        assert!(check_row(&r, Some(&leaf))
+            .unwrap_err()
+            .contains("leaf_hash"));
+    }
+
+    #[test]
+    fn a_page_reports_its_first_bad_row() {
+        let rows: Vec<(StoredEvent, Hash)> = (0..1000)
+            .map(|i| {
+                row(
+                    i,
+                    &format!(
+                        r#"{{"dataset_uuid": "0b5c3a4e-8d2f-4e1a-9c7b-2f6d8e9a1b3c", "operation": "tile", "processor_id": "p", "n": {i}}}"#
+                    ),
+                )
+            })
+            .collect();
+        let mut page = Page {
+            rows: rows.iter().map(|r| r.0.clone()).collect(),
+            stored: rows.iter().map(|r| Some(r.1)).collect(),
+        };
+        assert_eq!(check_page(&page).unwrap().len(), 1000);
+        page.rows[700].processor_id = "q".into();
+        page.rows[900].processor_id = "q".into();
+        assert_eq!(check_page(&page).unwrap_err().0, 700);
+    }
+}
