@@ -232,8 +232,12 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The log filter when `--log`/`GEOPROV_LOG` is not given. lapin logs the broker's expected
+/// "queue not found" answer to a passive declare as an error, so it is kept to warnings.
+const DEFAULT_LOG_FILTER: &str = "info,lapin=warn";
+
 fn init_logging(filter: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or("info"))
+    let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or(DEFAULT_LOG_FILTER))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
