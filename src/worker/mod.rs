@@ -38,7 +38,7 @@ pub use retry::Backoff;
 /// How a worker batches and retries.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// Most events committed in one transaction. Defaults to 1000.
+    /// Most events committed in one transaction. Defaults to 5000.
     pub batch_size: usize,
     /// How long to wait for a batch to fill once its first message arrived. Defaults to 20ms.
     pub linger: Duration,
@@ -56,7 +56,7 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
-            batch_size: 1000,
+            batch_size: 5000,
             linger: Duration::from_millis(20),
             max_retries: 5,
             visibility_timeout: Duration::from_secs(30),

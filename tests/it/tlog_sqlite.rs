@@ -264,7 +264,9 @@ async fn a_changed_seed_column_is_named_by_position() {
         .expect("tamper");
     let stderr = verify_fails(f.path(), &[]);
     assert!(
-        stderr.contains(&format!("verify: position 17 (event {id}): column operation")),
+        stderr.contains(&format!(
+            "verify: position 17 (event {id}): column operation"
+        )),
         "{stderr}"
     );
 }
@@ -512,7 +514,12 @@ async fn proofs_verify_offline_and_tampered_ones_do_not() {
     let other = Signer::generate("geoprov/test-log").expect("other");
     let out = geoprov(
         empty.path(),
-        &["verify-proof", &file_arg, "--key", &other.verifier_key_text()],
+        &[
+            "verify-proof",
+            &file_arg,
+            "--key",
+            &other.verifier_key_text(),
+        ],
     );
     assert_eq!(out.status.code(), Some(1));
 
@@ -520,7 +527,11 @@ async fn proofs_verify_offline_and_tampered_ones_do_not() {
     let uncovered = f.event_id_at(35);
     let out = geoprov(f.path(), &["prove", &uncovered]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not covered"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not covered"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Consistency between the checkpoints at 10 and 30.
     let out = geoprov(f.path(), &["prove", "--consistency", "10", "30"]);
@@ -553,7 +564,10 @@ fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&path).expect("key file").permissions().mode();
+        let mode = std::fs::metadata(&path)
+            .expect("key file")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     let out = geoprov(dir.path(), &["keygen"]);
@@ -618,7 +632,9 @@ fn a_worker_writes_checkpoints_and_a_final_one_on_sigterm() {
         .expect("spawn worker");
     // Checkpoints appear while the log grows, on the interval.
     assert!(
-        wait_until(Duration::from_secs(30), || checkpoint_sizes(dir.path()).len() >= 2),
+        wait_until(Duration::from_secs(30), || checkpoint_sizes(dir.path())
+            .len()
+            >= 2),
         "no checkpoints while the worker runs"
     );
     assert!(wait_until(Duration::from_secs(60), || {
@@ -689,9 +705,11 @@ async fn serve_answers_the_log_endpoints() {
         crate::support::post_events(&server.url(), format!("[{}]", events.join(","))).await;
     assert_eq!(status, 202, "{answer}");
     let first = answer["event_ids"][0].as_str().expect("id").to_owned();
-    assert!(wait_until(Duration::from_secs(30), || checkpoint_sizes(dir.path())
-        .last()
-        .copied()
+    assert!(wait_until(Duration::from_secs(30), || checkpoint_sizes(
+        dir.path()
+    )
+    .last()
+    .copied()
         == Some(50)));
     let resp = client
         .get(format!("{}/v1/log/checkpoint", server.url()))
@@ -721,6 +739,114 @@ async fn serve_answers_the_log_endpoints() {
         .await
         .expect("GET proof");
     assert_eq!(resp.status().as_u16(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_leave_a_dense_log_that_verifies() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let signer = Signer::generate("geoprov/test-log").expect("signer");
+    write_key_file(&default_key_path(dir.path()), &signer, false).expect("key file");
+    let path = dir.path().join("lineage.db");
+    SqliteStore::open_and_migrate(&path).await.expect("store");
+    // Two handles on one file stand for two processes; each has two committing tasks and
+    // writes checkpoints between its batches.
+    let mut tasks = tokio::task::JoinSet::new();
+    for handle in 0..2 {
+        let store = std::sync::Arc::new(SqliteStore::open(&path).await.expect("open"));
+        for task in 0..2 {
+            let store = store.clone();
+            let signer = signer.clone();
+            tasks.spawn(async move {
+                for batch in 0..20 {
+                    let events: Vec<LineageEvent> = (0..25)
+                        .map(|i| event(((handle * 2 + task) * 20 + batch) * 25 + i))
+                        .collect();
+                    loop {
+                        match store.commit_batch(&events).await {
+                            Ok(_) => break,
+                            Err(e) if e.is_transient() => {
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                            Err(e) => panic!("commit: {e}"),
+                        }
+                    }
+                    if batch % 5 == 4 {
+                        // Lost races (busy) are fine: another writer checkpoints.
+                        let _ = write_checkpoint(store.as_ref(), &signer).await;
+                    }
+                }
+            });
+        }
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.expect("writer task");
+    }
+    let store = SqliteStore::open(&path).await.expect("open");
+    write_checkpoint(&store, &signer)
+        .await
+        .expect("final checkpoint");
+    drop(store);
+    assert_eq!(
+        crate::support::sqlite_distinct_and_dense(dir.path()),
+        (2000, true)
+    );
+    let (stdout, stderr) = verify_ok(dir.path(), &[]);
+    assert!(stdout.contains("OK: 2000 events"), "{stdout}");
+    assert!(!stderr.contains("not yet covered"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_2_backfills_the_leaves_of_a_version_1_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("lineage.db");
+    // A log written by a schema-1 geoprov: rows with positions but no leaf hashes.
+    {
+        let conn = Connection::open(&path).expect("raw connection");
+        conn.execute_batch(include_str!(
+            "../../src/store/migrations/sqlite/0001_init.sql"
+        ))
+        .expect("schema 1");
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);
+             INSERT INTO schema_migrations VALUES (1, '2026-01-01T00:00:00.000000Z');",
+        )
+        .expect("version 1");
+        for i in 0..25u64 {
+            let e = event(usize::try_from(i).expect("small"));
+            conn.execute(
+                "INSERT INTO lineage_events (event_id, dataset_uuid, operation, crs_from, \
+                 crs_to, processor_id, timestamp, payload_json, log_position) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, '2026-01-01T00:00:00.000000Z', ?7, ?8)",
+                params![
+                    e.event_id.to_hex(),
+                    e.dataset_uuid.to_string(),
+                    e.operation,
+                    e.crs_from,
+                    e.crs_to,
+                    e.processor_id,
+                    e.payload_json,
+                    i64::try_from(i).expect("small"),
+                ],
+            )
+            .expect("row");
+        }
+        conn.execute("UPDATE log_head SET size = 25", [])
+            .expect("head");
+    }
+    let store = SqliteStore::open_and_migrate(&path).await.expect("migrate");
+    let head = store.tree_head().await.expect("head");
+    assert_eq!(head.size, 25);
+    let leaves = store.leaf_hashes(0, 25).await.expect("leaves");
+    assert_eq!(head.root, geoprov::tlog::root_from_leaf_hashes(&leaves));
+    store.commit_batch(&[event(99)]).await.expect("append");
+    drop(store);
+    let (stdout, _) = verify_ok(dir.path(), &[]);
+    assert!(stdout.contains("OK: 26 events"), "{stdout}");
+    // The append-only trigger is back.
+    let conn = Connection::open(&path).expect("raw connection");
+    assert!(conn
+        .execute("UPDATE lineage_events SET operation = 'x'", [])
+        .is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -754,10 +880,17 @@ async fn the_tree_head_and_leaf_hashes_follow_the_rows() {
     assert!(store.leaf_hashes(30, 38).await.is_err(), "beyond the log");
     // Checkpoints: idempotent per size, never beyond the log, never another root.
     assert!(store.add_checkpoint(37, head.root, "n").await.expect("add"));
-    assert!(!store.add_checkpoint(37, head.root, "n2").await.expect("again"));
+    assert!(!store
+        .add_checkpoint(37, head.root, "n2")
+        .await
+        .expect("again"));
     assert!(store.add_checkpoint(38, head.root, "n").await.is_err());
     assert!(store.add_checkpoint(37, [0; 32], "n").await.is_err());
-    let latest = store.latest_checkpoint().await.expect("latest").expect("one");
+    let latest = store
+        .latest_checkpoint()
+        .await
+        .expect("latest")
+        .expect("one");
     assert_eq!((latest.tree_size, latest.note.as_str()), (37, "n"));
     assert_eq!(store.checkpoints(0, 10).await.expect("list").len(), 1);
     assert!(store.checkpoints(38, 10).await.expect("list").is_empty());
