@@ -15,7 +15,9 @@ use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{open_broker, open_store, spawn_workers, start_checkpointer, CliError, WorkerArgs};
+use super::{
+    open_broker, open_store_for_workers, spawn_workers, start_checkpointer, CliError, WorkerArgs,
+};
 use crate::config::Config;
 
 /// Flags of `geoprov bench`.
@@ -53,7 +55,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> Result<ExitCode, CliError>
         _tmp = dir;
     }
     let broker = open_broker(&config).await?;
-    let store = open_store(&config).await?;
+    let store = open_store_for_workers(&config, &args.worker).await?;
     store.migrate().await?;
     let producer = broker.producer().await?;
     let base = store.count().await?;

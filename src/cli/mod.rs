@@ -279,7 +279,36 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
 
 /// Open the configured broker.
 async fn open_broker(config: &Config) -> Result<Arc<dyn Broker>, CliError> {
-    Ok(broker::open(&config.broker_url, &broker_options(config)).await?)
+    let options = broker_options(config);
+    retry_transient("Broker unavailable at start-up; retrying.", || {
+        broker::open(&config.broker_url, &options)
+    })
+    .await
+}
+
+/// Run `op` until it succeeds or fails for good: a broker that is down while geoprov starts
+/// (or restarts at that very moment) is waited for with capped backoff, never a reason to exit.
+/// Configuration errors still fail at once.
+async fn retry_transient<T, F, Fut>(what: &'static str, mut op: F) -> Result<T, CliError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BrokerError>>,
+{
+    let backoff = crate::worker::Backoff::default();
+    let mut attempt = 0u32;
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(error) if error.is_transient() => {
+                if attempt == 0 {
+                    tracing::warn!(message = what, %error);
+                }
+                tokio::time::sleep(backoff.delay(attempt)).await;
+                attempt = attempt.saturating_add(1);
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 /// The broker options the configuration names.
@@ -301,6 +330,26 @@ fn broker_options(config: &Config) -> broker::BrokerOptions {
 
 /// Open the configured store (without migrating it).
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
+    open_store_with(config, &store::OpenOptions::default()).await
+}
+
+/// Open the store for `serve`/`worker`/`bench`: one PostgreSQL connection per worker task,
+/// plus two for the checkpointer and readers (a `pool_size=N` URL parameter still wins).
+async fn open_store_for_workers(
+    config: &Config,
+    args: &WorkerArgs,
+) -> Result<Arc<dyn Store>, CliError> {
+    let options = store::OpenOptions {
+        pool_size: Some(args.concurrency.saturating_add(2)),
+    };
+    open_store_with(config, &options).await
+}
+
+/// [`open_store`] with options.
+async fn open_store_with(
+    config: &Config,
+    options: &store::OpenOptions,
+) -> Result<Arc<dyn Store>, CliError> {
     if config.store_url.starts_with("sqlite://") {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             CliError::Failed(format!(
@@ -309,7 +358,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
             ))
         })?;
     }
-    Ok(store::open(&config.store_url).await?)
+    Ok(store::open_with(&config.store_url, options).await?)
 }
 
 /// Read FILE, or stdin for `-` or no file.
@@ -374,13 +423,15 @@ async fn spawn_workers(
     let limiter = args.rate_limit.map(|r| Arc::new(RateLimiter::new(r)));
     let mut set = tokio::task::JoinSet::new();
     for n in 0..args.concurrency {
-        let consumer = broker
-            .consumer(ConsumerOptions {
-                visibility_timeout: args.visibility_timeout,
-                name: format!("geoprov-{}-{n}", std::process::id()),
-                prefetch: u16::try_from(args.batch_size).unwrap_or(u16::MAX),
-            })
-            .await?;
+        let consumer_options = ConsumerOptions {
+            visibility_timeout: args.visibility_timeout,
+            name: format!("geoprov-{}-{n}", std::process::id()),
+            prefetch: u16::try_from(args.batch_size).unwrap_or(u16::MAX),
+        };
+        let consumer = retry_transient("Broker unavailable; retrying to start a consumer.", || {
+            broker.consumer(consumer_options.clone())
+        })
+        .await?;
         let mut worker = Worker::new(
             consumer,
             store.clone(),

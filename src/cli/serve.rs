@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{open_broker, open_store, spawn_workers, start_checkpointer, CliError, WorkerArgs};
+use super::{
+    open_broker, open_store_for_workers, spawn_workers, start_checkpointer, CliError, WorkerArgs,
+};
 use crate::config::Config;
 use crate::http::{router, AppState};
 
@@ -27,9 +29,13 @@ pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError>
     config.check_listen_is_safe()?;
     let metrics = crate::metrics::install();
     let broker = open_broker(config).await?;
-    let store = open_store(config).await?;
+    let store = open_store_for_workers(config, &args.worker).await?;
     store.migrate().await?;
-    let producer = broker.producer().await?;
+    let producer = super::retry_transient(
+        "Broker unavailable; retrying to start the producer.",
+        || broker.producer(),
+    )
+    .await?;
     if args.demo {
         let sample = crate::sample::sample_ndjson();
         let batch = crate::ingest::prepare(sample.as_bytes(), args.worker.max_payload_bytes);
@@ -96,7 +102,8 @@ pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError>
     }
     if workers_gave_up {
         return Err(CliError::Failed(
-            "every worker stopped because the store cannot accept events (see the log above)".into(),
+            "every worker stopped because the store cannot accept events (see the log above)"
+                .into(),
         ));
     }
     tracing::info!(message = "Stopped cleanly.");

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{open_broker, open_store, spawn_workers, start_checkpointer, CliError, WorkerArgs};
+use super::{
+    open_broker, open_store_for_workers, spawn_workers, start_checkpointer, CliError, WorkerArgs,
+};
 use crate::config::Config;
 
 /// Flags of `geoprov worker`.
@@ -17,7 +19,7 @@ pub struct WorkerCmdArgs {
 /// Run workers until a signal; the batch in hand is committed and acknowledged, then exit 0.
 pub async fn run(config: &Config, args: WorkerCmdArgs) -> Result<ExitCode, CliError> {
     let broker = open_broker(config).await?;
-    let store = open_store(config).await?;
+    let store = open_store_for_workers(config, &args.worker).await?;
     store.migrate().await?;
     let (trigger, shutdown) = crate::shutdown::channel();
     let mut workers = spawn_workers(config, &broker, &store, &args.worker, &shutdown).await?;
@@ -43,7 +45,8 @@ pub async fn run(config: &Config, args: WorkerCmdArgs) -> Result<ExitCode, CliEr
     }
     if workers_gave_up {
         return Err(CliError::Failed(
-            "every worker stopped because the store cannot accept events (see the log above)".into(),
+            "every worker stopped because the store cannot accept events (see the log above)"
+                .into(),
         ));
     }
     tracing::info!(message = "Stopped cleanly.");

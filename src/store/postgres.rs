@@ -1,9 +1,9 @@
 //! The PostgreSQL store: for teams that outgrow one machine, with many workers on many hosts
 //! writing to one database.
 //!
-//! Not for: anything but the [`Store`] contract. It behaves exactly like the SQLite store
-//! ([`super::sqlite`]); this file documents only what differs. Proofs, checkpoints and the
-//! Merkle tree live in the tlog module.
+//! Not for: anything but the [`Store`] and [`TransparencyLog`] contracts. It behaves exactly
+//! like the SQLite store ([`super::sqlite`]); this file documents only what differs. Proofs,
+//! checkpoint signing and the Merkle math live in the tlog module.
 //!
 //! # Connecting
 //!
@@ -34,8 +34,16 @@
 //! (`text`, `timestamptz`) and adds `log_position bigint` (unique), `started_at`, `ended_at`
 //! (`timestamptz`) and `leaf_hash bytea`; `lineage_edges` stores its dataset ids as `uuid` and
 //! has two plain indexes instead of SQLite's primary key (the migration says why); `log_head`
-//! holds the log size. Triggers refuse `UPDATE`, `DELETE` and `TRUNCATE` on
-//! `lineage_events` and `lineage_edges`.
+//! holds the log size and the frontier (`bytea`, the RFC 6962 compact range as concatenated
+//! 32-byte hashes, largest subtree first); `log_checkpoints(tree_size bigint primary key,
+//! root_hash bytea, note text, created_at timestamptz)` holds the signed checkpoints (migration
+//! 0002). Triggers refuse `UPDATE`, `DELETE` and `TRUNCATE` on `lineage_events`,
+//! `lineage_edges` and `log_checkpoints`.
+//!
+//! Migration 0002 on a log written by a schema-1 geoprov gives every row that has a position
+//! its leaf hash, in position order, and sets the frontier, in Rust, inside the migration's
+//! transaction and under its lock (the events' append-only trigger is disabled for that update
+//! only, and enabled again before the commit).
 //!
 //! # Adoption
 //!
@@ -45,8 +53,10 @@
 //! columns stay byte for byte as they were), creates the other tables, and then, in Rust, reads
 //! the rows that have no log position in pages in a stable order (`timestamp`, then `event_id`),
 //! parses each `payload_json` with geoprov's own event parser to find its edges and event times,
-//! and gives the rows the next positions. A row whose payload cannot be parsed still gets its
-//! position (it is stored, so it is part of the log) but no edges, and a warning names it.
+//! and gives the rows the next positions, with their leaf hashes (over the row's own
+//! `timestamp` and `payload_json`, as stored), moving the frontier on in the same transaction.
+//! A row whose payload cannot be parsed still gets its position (it is stored, so it is part of
+//! the log) but no edges, and a warning names it; `verify` will name it too.
 //!
 //! The append-only trigger makes exactly one exception for this: a row that has no position
 //! yet may be given its geoprov columns once, provided every seed column stays the same. Rows
@@ -63,15 +73,19 @@
 //!    (`NOT EXISTS` on the primary key) and inserts their edges. Edges are most of the write work
 //!    (two random uuid index entries each), and this way several workers insert theirs in
 //!    parallel.
-//! 2. `SELECT size, clock_timestamp() FROM log_head WHERE id = 0 FOR UPDATE`, pipelined with
-//!    step 1, serializes appends across every worker of every host from here to the commit,
-//!    which keeps positions dense and in commit order. The time it returns is the batch's
-//!    `timestamp` (when the rows were recorded), so on one server recorded times never run
-//!    backwards along the log.
-//! 3. Under the lock, the new events are written with `COPY lineage_events ... FROM STDIN (FORMAT
-//!    binary)`, numbered from the log size in batch order (COPY writes one WAL record per heap
-//!    page instead of one per row: the insert that holds the lock is as short as the server
-//!    allows), then `log_head` is moved on and the transaction commits.
+//! 2. `SELECT size, frontier, clock_timestamp() FROM log_head WHERE id = 0 FOR UPDATE`,
+//!    pipelined with step 1, serializes appends across every worker of every host from here to
+//!    the commit, which keeps positions dense and in commit order and the frontier in step with
+//!    them. The time it returns is the batch's `timestamp` (when the rows were recorded), so on
+//!    one server recorded times never run backwards along the log.
+//! 3. Under the lock, each new event is numbered from the log size in batch order and gets its
+//!    leaf hash (`geoprov/leaf/v1` over its position, `event_id`, that time rendered by
+//!    [`crate::tlog::format_recorded_at`] and `payload_json`; the server's `timestamptz` keeps
+//!    exactly the microseconds that rendering shows, so `verify` recomputes the same bytes from
+//!    the stored value), appended to the frontier. The rows, leaf hashes included, are then
+//!    written with `COPY lineage_events ... FROM STDIN (FORMAT binary)` (COPY writes one WAL
+//!    record per heap page instead of one per row: the insert that holds the lock is as short as
+//!    the server allows), `log_head` gets the new size and frontier, and the transaction commits.
 //!
 //! If an event found new in step 1 was stored by another commit before the lock was granted (the
 //! same message redelivered to two workers) or by a writer that does not take the lock (the
@@ -110,8 +124,12 @@ use tokio_postgres::IsolationLevel;
 use uuid::Uuid;
 
 use super::sqlite::{DEFAULT_MAX_LINEAGE_NODES, EDGES_PER_NODE_LIMIT};
-use super::{CommitReport, Direction, LineageEdge, LineageGraph, Store, StoreError, StoredEvent};
+use super::{
+    CommitReport, Direction, LineageEdge, LineageGraph, Store, StoreError, StoredCheckpoint,
+    StoredEvent, TransparencyLog, TreeHead,
+};
 use crate::event::{parse_event, EventId, LineageEvent};
+use crate::tlog::{event_leaf_hash, format_recorded_at, CompactRange, Hash};
 
 /// One schema migration, compiled into the binary.
 struct Migration {
@@ -124,11 +142,18 @@ struct Migration {
 }
 
 /// Every migration this binary knows, oldest first. Never edit one that has shipped; append.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init",
-    sql: include_str!("migrations/postgres/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init",
+        sql: include_str!("migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_tlog",
+        sql: include_str!("migrations/postgres/0002_tlog.sql"),
+    },
+];
 
 /// The schema version this binary reads and writes (the newest migration it knows).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -159,13 +184,16 @@ const ADOPTION_PAGE: i64 = 1000;
 /// lock raced it on the same event id (see "Writes").
 const RACE_RETRIES: usize = 3;
 
-/// The log lock, as `migrate` takes it: the log size.
-const LOCK_LOG_HEAD: &str = "SELECT size FROM log_head WHERE id = 0 FOR UPDATE";
+/// The log lock, as `migrate` takes it: the log size and frontier.
+const LOCK_LOG_HEAD: &str = "SELECT size, frontier FROM log_head WHERE id = 0 FOR UPDATE";
 
-/// The commit's lock: the log size, and the server's clock once the lock is held (the recording
-/// time of the batch; see "Writes").
+/// The commit's lock: the log size and frontier, and the server's clock once the lock is held
+/// (the recording time of the batch; see "Writes").
 const LOCK_LOG_HEAD_AT: &str =
-    "SELECT size, clock_timestamp() FROM log_head WHERE id = 0 FOR UPDATE";
+    "SELECT size, frontier, clock_timestamp() FROM log_head WHERE id = 0 FOR UPDATE";
+
+/// The log head without a lock (one row: one consistent snapshot of size and frontier).
+const SELECT_LOG_HEAD: &str = "SELECT size, frontier FROM log_head WHERE id = 0";
 
 /// The commit's first statement, run before the log lock: the edges of the batch's events that
 /// are not stored yet. Parameters: the distinct events' ids and operations (`$1`, `$2`), then the
@@ -189,8 +217,8 @@ SELECT coalesce(array_agg(ord ORDER BY ord), '{}')::bigint[] FROM fresh
 /// The commit's insert of the new events, under the log lock: a binary COPY, which writes a
 /// page of rows per heap WAL record instead of one record per row.
 const COPY_EVENTS: &str = "COPY lineage_events (event_id, dataset_uuid, operation, crs_from, \
-     crs_to, processor_id, \"timestamp\", payload_json, log_position, started_at, ended_at) \
-     FROM STDIN (FORMAT binary)";
+     crs_to, processor_id, \"timestamp\", payload_json, log_position, started_at, ended_at, \
+     leaf_hash) FROM STDIN (FORMAT binary)";
 
 /// The column types of [`COPY_EVENTS`], in order.
 const COPY_EVENT_TYPES: &[Type] = &[
@@ -205,9 +233,10 @@ const COPY_EVENT_TYPES: &[Type] = &[
     Type::INT8,
     Type::TIMESTAMPTZ,
     Type::TIMESTAMPTZ,
+    Type::BYTEA,
 ];
 
-const UPDATE_LOG_SIZE: &str = "UPDATE log_head SET size = $1 WHERE id = 0";
+const UPDATE_LOG_HEAD: &str = "UPDATE log_head SET size = $1, frontier = $2 WHERE id = 0";
 
 const SELECT_LOG_SIZE: &str = "SELECT size FROM log_head WHERE id = 0";
 
@@ -422,6 +451,9 @@ impl PostgresStore {
                     )),
                     other => other,
                 })?;
+            if migration.version == 2 {
+                backfill_leaves(&tx).await?;
+            }
             let version = i32::try_from(migration.version).map_err(|_| {
                 StoreError::Schema(format!("migration version {} too large", migration.version))
             })?;
@@ -482,16 +514,13 @@ impl PostgresStore {
         }
         let tx = client.transaction().await.map_err(classify)?;
         self.lock_migrations(&tx).await?;
-        let start: i64 = tx
-            .query_one(LOCK_LOG_HEAD, &[])
-            .await
-            .map_err(classify)?
-            .try_get(0)
-            .map_err(classify)?;
+        let head = tx.query_one(LOCK_LOG_HEAD, &[]).await.map_err(classify)?;
+        let mut range = log_head_from_row(&head)?;
+        let start = to_sql_int(range.size())?;
         let mut size = start;
         let select = tx
             .prepare(
-                "SELECT event_id, operation, payload_json FROM lineage_events \
+                "SELECT event_id, operation, payload_json, \"timestamp\" FROM lineage_events \
                  WHERE log_position IS NULL ORDER BY \"timestamp\", event_id LIMIT $1",
             )
             .await
@@ -510,9 +539,14 @@ impl PostgresStore {
                 let event_id: String = row.try_get(0).map_err(classify)?;
                 let operation: Option<String> = row.try_get(1).map_err(classify)?;
                 let payload: Option<String> = row.try_get(2).map_err(classify)?;
+                let recorded_at: Option<DateTime<Utc>> = row.try_get(3).map_err(classify)?;
                 let position = size
                     .checked_add(i64::try_from(page.ids.len()).unwrap_or(i64::MAX))
                     .ok_or_else(|| StoreError::Corrupt("log size overflows i64".into()))?;
+                // The leaf covers the row exactly as stored (the seed columns are not touched).
+                let leaf = stored_leaf_hash(position, &event_id, recorded_at, payload.as_deref())?;
+                range.append(leaf);
+                page.leaves.push(leaf.to_vec());
                 if !page.push(event_id, operation, payload.as_deref(), position) {
                     unparsed += 1;
                 }
@@ -521,11 +555,18 @@ impl PostgresStore {
                 .execute(
                     "UPDATE lineage_events AS e \
                      SET log_position = u.position, started_at = u.started_at, \
-                         ended_at = u.ended_at \
+                         ended_at = u.ended_at, leaf_hash = u.leaf_hash \
                      FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], \
-                                 $4::timestamptz[]) AS u(event_id, position, started_at, ended_at) \
+                                 $4::timestamptz[], $5::bytea[]) \
+                          AS u(event_id, position, started_at, ended_at, leaf_hash) \
                      WHERE e.event_id = u.event_id AND e.log_position IS NULL",
-                    &[&page.ids, &page.positions, &page.started_at, &page.ended_at],
+                    &[
+                        &page.ids,
+                        &page.positions,
+                        &page.started_at,
+                        &page.ended_at,
+                        &page.leaves,
+                    ],
                 )
                 .await
                 .map_err(classify)?;
@@ -551,9 +592,7 @@ impl PostgresStore {
             size += i64::try_from(page.ids.len()).unwrap_or(i64::MAX);
         }
         if size != start {
-            tx.execute("UPDATE log_head SET size = $1 WHERE id = 0", &[&size])
-                .await
-                .map_err(classify)?;
+            write_log_head(&tx, &range).await?;
         }
         tx.commit().await.map_err(classify)?;
         let adopted = u64::try_from(size - start).unwrap_or(0);
@@ -585,7 +624,7 @@ impl PostgresStore {
             .map_err(classify)?;
         let copy = client.prepare_cached(COPY_EVENTS).await.map_err(classify)?;
         let grow = client
-            .prepare_cached(UPDATE_LOG_SIZE)
+            .prepare_cached(UPDATE_LOG_HEAD)
             .await
             .map_err(classify)?;
         let tx = client.transaction().await.map_err(classify)?;
@@ -601,16 +640,18 @@ impl PostgresStore {
             futures::try_join!(tx.query_one(&edges, &edge_params), tx.query_one(&lock, &[]),)
                 .map_err(classify)?;
         let fresh: Vec<i64> = fresh.try_get(0).map_err(classify)?;
-        let start: i64 = head.try_get(0).map_err(classify)?;
-        let recorded_at: DateTime<Utc> = head.try_get(1).map_err(classify)?;
+        let mut range = log_head_from_row(&head)?;
+        let start = to_sql_int(range.size())?;
+        let recorded_at: DateTime<Utc> = head.try_get(2).map_err(classify)?;
         let added = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
         let size = start
             .checked_add(added)
             .ok_or_else(|| StoreError::Corrupt(format!("log size {start} + {added} overflows")))?;
         if !fresh.is_empty() {
-            let sink = tx.copy_in(&copy).await.map_err(classify)?;
-            let writer = BinaryCopyInWriter::new(sink, COPY_EVENT_TYPES);
-            futures::pin_mut!(writer);
+            // The leaf covers the record time exactly as the row stores it: the server's
+            // timestamptz keeps microseconds, which is what `format_recorded_at` renders.
+            let recorded_text = format_recorded_at(recorded_at);
+            let mut rows = Vec::with_capacity(fresh.len());
             for (position, &ord) in (start..).zip(fresh.iter()) {
                 let Some(i) = usize::try_from(ord - 1)
                     .ok()
@@ -620,18 +661,34 @@ impl PostgresStore {
                         "the server returned an impossible batch ordinal {ord}"
                     )));
                 };
-                let row: [&(dyn ToSql + Sync); 11] = [
-                    &columns.event_id[i],
-                    &columns.dataset_uuid[i],
-                    &columns.operation[i],
-                    &columns.crs_from[i],
-                    &columns.crs_to[i],
-                    &columns.processor_id[i],
+                let leaf = event_leaf_hash(
+                    range.size(),
+                    columns.event_id[i],
+                    &recorded_text,
+                    columns.payload_json[i],
+                )
+                .map_err(|e| StoreError::Query(e.to_string()))?;
+                range.append(leaf);
+                rows.push((position, i, leaf));
+            }
+            let sink = tx.copy_in(&copy).await.map_err(classify)?;
+            let writer = BinaryCopyInWriter::new(sink, COPY_EVENT_TYPES);
+            futures::pin_mut!(writer);
+            for (position, i, leaf) in &rows {
+                let leaf: &[u8] = leaf;
+                let row: [&(dyn ToSql + Sync); 12] = [
+                    &columns.event_id[*i],
+                    &columns.dataset_uuid[*i],
+                    &columns.operation[*i],
+                    &columns.crs_from[*i],
+                    &columns.crs_to[*i],
+                    &columns.processor_id[*i],
                     &recorded_at,
-                    &columns.payload_json[i],
-                    &position,
-                    &columns.started_at[i],
-                    &columns.ended_at[i],
+                    &columns.payload_json[*i],
+                    position,
+                    &columns.started_at[*i],
+                    &columns.ended_at[*i],
+                    &leaf,
                 ];
                 if let Err(e) = writer.as_mut().write(&row).await {
                     return race_or(tx, e).await;
@@ -643,7 +700,16 @@ impl PostgresStore {
                 // the next attempt sees it as stored.
                 return race_or(tx, e).await;
             }
-            tx.execute(&grow, &[&size]).await.map_err(classify)?;
+            if range.size() != u64::try_from(size).unwrap_or(0) {
+                return Err(StoreError::Query(format!(
+                    "the frontier reached size {} instead of {size}",
+                    range.size()
+                )));
+            }
+            let frontier = range.hashes().concat();
+            tx.execute(&grow, &[&size, &frontier])
+                .await
+                .map_err(classify)?;
         }
         tx.commit().await.map_err(classify)?;
         let inserted = fresh.len() as u64;
@@ -861,6 +927,161 @@ impl Store for PostgresStore {
             edges,
         })
     }
+
+    fn transparency_log(&self) -> Option<&dyn TransparencyLog> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl TransparencyLog for PostgresStore {
+    async fn tree_head(&self) -> Result<TreeHead, StoreError> {
+        let client = self.ready_client().await?;
+        let stmt = client
+            .prepare_cached(SELECT_LOG_HEAD)
+            .await
+            .map_err(classify)?;
+        let row = client.query_one(&stmt, &[]).await.map_err(classify)?;
+        let range = log_head_from_row(&row)?;
+        Ok(TreeHead {
+            size: range.size(),
+            root: range.root(),
+        })
+    }
+
+    async fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let (lo, hi) = (to_sql_int(from)?, to_sql_int(to)?);
+        let client = self.ready_client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT log_position, leaf_hash FROM lineage_events \
+                 WHERE log_position >= $1 AND log_position < $2 ORDER BY log_position",
+            )
+            .await
+            .map_err(classify)?;
+        let rows = client.query(&stmt, &[&lo, &hi]).await.map_err(classify)?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut expected = from;
+        for row in &rows {
+            let position: i64 = row.try_get(0).map_err(corrupt)?;
+            if u64::try_from(position).ok() != Some(expected) {
+                return Err(StoreError::Corrupt(format!(
+                    "log position {expected} is missing"
+                )));
+            }
+            let hash: Option<&[u8]> = row.try_get(1).map_err(corrupt)?;
+            let hash: Hash = hash.and_then(|h| h.try_into().ok()).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "the leaf_hash of log position {expected} is missing or not 32 bytes"
+                ))
+            })?;
+            out.push(hash);
+            expected += 1;
+        }
+        if expected != to {
+            return Err(StoreError::Corrupt(format!(
+                "log position {expected} is missing"
+            )));
+        }
+        Ok(out)
+    }
+
+    /// One statement that cannot lose a race: `INSERT ... ON CONFLICT DO NOTHING`, then, when
+    /// the size was taken, a look at the root stored for it. The head is read without a lock
+    /// (commits are not held up by checkpoints); it only grows, so a size not beyond it now
+    /// never will be.
+    async fn add_checkpoint(
+        &self,
+        tree_size: u64,
+        root_hash: Hash,
+        note: &str,
+    ) -> Result<bool, StoreError> {
+        let size = to_sql_int(tree_size)?;
+        let mut client = self.ready_client().await?;
+        let tx = client.transaction().await.map_err(classify)?;
+        let head = tx.query_one(SELECT_LOG_HEAD, &[]).await.map_err(classify)?;
+        let head = log_head_from_row(&head)?;
+        if tree_size > head.size() {
+            return Err(StoreError::Query(format!(
+                "a checkpoint at tree size {tree_size} is beyond the log (size {})",
+                head.size()
+            )));
+        }
+        if tree_size == head.size() && root_hash != head.root() {
+            return Err(StoreError::Query(format!(
+                "the checkpoint root for tree size {tree_size} is not the log's root"
+            )));
+        }
+        let inserted = tx
+            .execute(
+                "INSERT INTO log_checkpoints (tree_size, root_hash, note, created_at) \
+                 VALUES ($1, $2, $3, clock_timestamp()) ON CONFLICT (tree_size) DO NOTHING",
+                &[&size, &&root_hash[..], &note],
+            )
+            .await
+            .map_err(classify)?;
+        if inserted == 0 {
+            let stored: Vec<u8> = tx
+                .query_one(
+                    "SELECT root_hash FROM log_checkpoints WHERE tree_size = $1",
+                    &[&size],
+                )
+                .await
+                .map_err(classify)?
+                .try_get(0)
+                .map_err(corrupt)?;
+            if stored.as_slice() != root_hash.as_slice() {
+                return Err(StoreError::Query(format!(
+                    "a checkpoint at tree size {tree_size} with another root is already stored"
+                )));
+            }
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(inserted > 0)
+    }
+
+    async fn checkpoints(
+        &self,
+        from_size: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let Ok(from) = i64::try_from(from_size) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.ready_client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT tree_size, root_hash, note, created_at FROM log_checkpoints \
+                 WHERE tree_size >= $1 ORDER BY tree_size LIMIT $2",
+            )
+            .await
+            .map_err(classify)?;
+        let rows = client
+            .query(&stmt, &[&from, &limit])
+            .await
+            .map_err(classify)?;
+        rows.iter().map(read_checkpoint_row).collect()
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let client = self.ready_client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT tree_size, root_hash, note, created_at FROM log_checkpoints \
+                 ORDER BY tree_size DESC LIMIT 1",
+            )
+            .await
+            .map_err(classify)?;
+        let row = client.query_opt(&stmt, &[]).await.map_err(classify)?;
+        row.as_ref().map(read_checkpoint_row).transpose()
+    }
 }
 
 fn too_large(root: Uuid, max_nodes: usize, max_edges: usize, what: &str) -> StoreError {
@@ -982,6 +1203,164 @@ async fn log_size<C: deadpool_postgres::GenericClient + Sync>(
         .try_get(0)
         .map_err(classify)?;
     u64::try_from(size).map_err(|_| StoreError::Corrupt(format!("log_head.size is {size}")))
+}
+
+/// A `u64` counter as a PostgreSQL `bigint`; refuses the impossible overflow.
+fn to_sql_int(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Query(format!("{value} exceeds a bigint")))
+}
+
+/// The frontier of a `log_head` row selected as `size, frontier, ...`.
+fn log_head_from_row(row: &tokio_postgres::Row) -> Result<CompactRange, StoreError> {
+    let size: i64 = row.try_get(0).map_err(corrupt)?;
+    let frontier: &[u8] = row.try_get(1).map_err(corrupt)?;
+    let size =
+        u64::try_from(size).map_err(|_| StoreError::Corrupt(format!("log_head.size is {size}")))?;
+    if !frontier.len().is_multiple_of(32) {
+        return Err(StoreError::Corrupt(format!(
+            "log_head.frontier is {} bytes, not a multiple of 32",
+            frontier.len()
+        )));
+    }
+    let hashes: Vec<Hash> = frontier
+        .chunks_exact(32)
+        .filter_map(|c| Hash::try_from(c).ok())
+        .collect();
+    CompactRange::from_parts(size, hashes)
+        .map_err(|e| StoreError::Corrupt(format!("log_head.frontier: {e}")))
+}
+
+/// Writes the size and frontier of `range` to `log_head`.
+async fn write_log_head<C: deadpool_postgres::GenericClient + Sync>(
+    client: &C,
+    range: &CompactRange,
+) -> Result<(), StoreError> {
+    let size = to_sql_int(range.size())?;
+    let frontier: Vec<u8> = range.hashes().concat();
+    client
+        .execute(UPDATE_LOG_HEAD, &[&size, &frontier])
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
+/// The leaf hash of a row as stored (see [`crate::tlog::leaf`]). A row written by another writer
+/// may lack its `timestamp` or `payload_json`: those hash as empty text, so the row still takes
+/// its place in the tree, and `verify` names it for the missing column.
+fn stored_leaf_hash(
+    position: i64,
+    event_id: &str,
+    recorded_at: Option<DateTime<Utc>>,
+    payload_json: Option<&str>,
+) -> Result<Hash, StoreError> {
+    let position = u64::try_from(position)
+        .map_err(|_| StoreError::Corrupt(format!("negative log position {position}")))?;
+    let recorded_at = recorded_at.map(format_recorded_at).unwrap_or_default();
+    event_leaf_hash(
+        position,
+        event_id,
+        &recorded_at,
+        payload_json.unwrap_or_default(),
+    )
+    .map_err(|e| StoreError::Query(e.to_string()))
+}
+
+/// Rows read per step while backfilling leaf hashes.
+const BACKFILL_PAGE: i64 = 10_000;
+
+/// Migration 2 on a log written before it: gives every row that has a position its leaf hash,
+/// in position order, and builds the frontier, inside the migration's transaction (which holds
+/// the migration lock; the log head is locked too). The append-only trigger is disabled around
+/// the update and enabled again before the transaction ends, so nobody ever sees it off.
+async fn backfill_leaves(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    let head = tx.query_one(LOCK_LOG_HEAD, &[]).await.map_err(classify)?;
+    let size: i64 = head.try_get(0).map_err(corrupt)?;
+    let size =
+        u64::try_from(size).map_err(|_| StoreError::Corrupt(format!("log_head.size is {size}")))?;
+    if size == 0 {
+        return Ok(());
+    }
+    tx.batch_execute("ALTER TABLE lineage_events DISABLE TRIGGER lineage_events_append_only")
+        .await
+        .map_err(classify)?;
+    let select = tx
+        .prepare(
+            "SELECT log_position, event_id, \"timestamp\", payload_json FROM lineage_events \
+             WHERE log_position >= $1 ORDER BY log_position LIMIT $2",
+        )
+        .await
+        .map_err(classify)?;
+    let update = tx
+        .prepare(
+            "UPDATE lineage_events AS e SET leaf_hash = u.leaf_hash \
+             FROM unnest($1::bigint[], $2::bytea[]) AS u(position, leaf_hash) \
+             WHERE e.log_position = u.position",
+        )
+        .await
+        .map_err(classify)?;
+    let mut range = CompactRange::new();
+    while range.size() < size {
+        let from = to_sql_int(range.size())?;
+        let rows = tx
+            .query(&select, &[&from, &BACKFILL_PAGE])
+            .await
+            .map_err(classify)?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut positions = Vec::with_capacity(rows.len());
+        let mut leaves = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let position: i64 = row.try_get(0).map_err(corrupt)?;
+            if u64::try_from(position).ok() != Some(range.size()) {
+                return Err(StoreError::Corrupt(format!(
+                    "log position {} is missing; cannot build the log",
+                    range.size()
+                )));
+            }
+            let event_id: String = row.try_get(1).map_err(corrupt)?;
+            let recorded_at: Option<DateTime<Utc>> = row.try_get(2).map_err(corrupt)?;
+            let payload: Option<&str> = row.try_get(3).map_err(corrupt)?;
+            let leaf = stored_leaf_hash(position, &event_id, recorded_at, payload)?;
+            range.append(leaf);
+            positions.push(position);
+            leaves.push(leaf.to_vec());
+        }
+        tx.execute(&update, &[&positions, &leaves])
+            .await
+            .map_err(classify)?;
+    }
+    if range.size() != size {
+        return Err(StoreError::Corrupt(format!(
+            "log_head.size is {size} but the log holds {} rows",
+            range.size()
+        )));
+    }
+    write_log_head(tx, &range).await?;
+    tx.batch_execute("ALTER TABLE lineage_events ENABLE TRIGGER lineage_events_append_only")
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
+/// One `log_checkpoints` row (`tree_size, root_hash, note, created_at`).
+fn read_checkpoint_row(row: &tokio_postgres::Row) -> Result<StoredCheckpoint, StoreError> {
+    let size: i64 = row.try_get(0).map_err(corrupt)?;
+    let tree_size = u64::try_from(size)
+        .map_err(|_| StoreError::Corrupt(format!("negative checkpoint tree size {size}")))?;
+    let root: &[u8] = row.try_get(1).map_err(corrupt)?;
+    let root_hash: Hash = root.try_into().map_err(|_| {
+        StoreError::Corrupt(format!(
+            "the checkpoint at tree size {tree_size} has a root_hash that is not 32 bytes"
+        ))
+    })?;
+    let created_at: DateTime<Utc> = row.try_get(3).map_err(corrupt)?;
+    Ok(StoredCheckpoint {
+        tree_size,
+        root_hash,
+        note: row.try_get(2).map_err(corrupt)?,
+        created_at: format_recorded_at(created_at),
+    })
 }
 
 /// One `lineage_events` row selected with [`EVENT_COLUMNS`].
@@ -1124,6 +1503,8 @@ fn distinct(ids: &[Uuid], out: &mut Vec<Uuid>) {
 struct AdoptionPage {
     ids: Vec<String>,
     positions: Vec<i64>,
+    /// The rows' leaf hashes, computed by the caller in position order.
+    leaves: Vec<Vec<u8>>,
     started_at: Vec<Option<DateTime<Utc>>>,
     ended_at: Vec<Option<DateTime<Utc>>>,
     edge_from: Vec<Uuid>,

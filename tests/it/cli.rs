@@ -19,7 +19,10 @@ fn run_with_stdin(args: &[&str], stdin: &[u8]) -> std::process::Output {
 
 #[test]
 fn event_id_prints_the_python_ids_for_ndjson() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/event_id_vectors.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/event_id_vectors.json"
+    );
     let vectors: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let ndjson: String = vectors
@@ -27,9 +30,16 @@ fn event_id_prints_the_python_ids_for_ndjson() {
         .map(|v| format!("{}\n", v["payload_json"].as_str().unwrap()))
         .collect();
     let out = run_with_stdin(&["event-id", "-"], ndjson.as_bytes());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ids: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
-    let expected: Vec<&str> = vectors.iter().map(|v| v["event_id"].as_str().unwrap()).collect();
+    let expected: Vec<&str> = vectors
+        .iter()
+        .map(|v| v["event_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, expected);
 }
 
@@ -70,15 +80,29 @@ fn emit_then_worker_then_lineage_on_the_embedded_default() {
     let ok = crate::support::wait_until(std::time::Duration::from_secs(20), || {
         dir.path().join("lineage.db").exists() && crate::support::sqlite_row_count(dir.path()) == 2
     });
-    let _ = Command::new("kill").args(["-TERM", &worker.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status();
     assert_eq!(worker.wait().unwrap().code(), Some(0));
     assert!(ok);
 
     let out = Command::new(geoprov_bin())
-        .args(["lineage", tiles, "--upstream", "--format", "json", "--data-dir", d])
+        .args([
+            "lineage",
+            tiles,
+            "--upstream",
+            "--format",
+            "json",
+            "--data-dir",
+            d,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let graph: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let nodes: Vec<&str> = graph["nodes"]
         .as_array()

@@ -289,7 +289,13 @@ async fn serve_demo_shows_the_sample_graph_over_http() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("geoprov_events_persisted_total"), "{metrics}");
+    assert!(
+        metrics.contains("geoprov_events_persisted_total"),
+        "{metrics}"
+    );
     assert!(metrics.contains("geoprov_queue_depth"), "{metrics}");
-    assert!(metrics.contains("geoprov_batch_commit_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("geoprov_batch_commit_seconds_bucket"),
+        "{metrics}"
+    );
 }

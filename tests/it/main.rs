@@ -1,15 +1,16 @@
 //! Integration tests: one binary, one module per backend and feature.
 
 mod amqp;
-mod embedded_broker;
 mod cli;
 mod e2e_embedded;
+mod embedded_broker;
+mod postgres_store;
+mod prov_export;
 mod redis_celery;
 mod redis_streams;
 mod redis_support;
-mod support;
-mod postgres_store;
 mod sqlite_store;
 mod store_suite;
+mod support;
+mod tlog_postgres;
 mod tlog_sqlite;
-mod prov_export;

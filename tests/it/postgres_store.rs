@@ -173,7 +173,23 @@ async fn geoprov_columns_and_edges_are_stored() {
         ended,
         Some(Utc.with_ymd_and_hms(2024, 5, 1, 10, 0, 3).unwrap())
     );
-    assert_eq!(leaf, None, "leaf_hash is the tlog's to fill");
+    let stored = store
+        .get_event(&event.event_id)
+        .await
+        .expect("get")
+        .expect("stored");
+    let want = geoprov::tlog::event_leaf_hash(
+        0,
+        &stored.event_id,
+        &geoprov::tlog::format_recorded_at(stored.recorded_at),
+        &stored.payload_json,
+    )
+    .expect("leaf");
+    assert_eq!(
+        leaf.as_deref(),
+        Some(&want[..]),
+        "leaf_hash covers the row as stored"
+    );
     let mut edges: Vec<(Uuid, Uuid, String, String)> = raw
         .query(
             "SELECT from_uuid, to_uuid, event_id, operation FROM lineage_edges",

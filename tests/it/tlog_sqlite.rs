@@ -4,7 +4,7 @@
 //! inclusion and consistency proofs checked offline, and the HTTP log endpoints.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -16,70 +16,8 @@ use geoprov::tlog::{event_leaf_hash, CompactRange, Signer};
 use geoprov::tlog_service::{default_key_path, write_checkpoint, write_key_file};
 use rusqlite::{params, Connection};
 
-use crate::store_suite::event_from;
+use crate::support::tlog::{event, flip, geoprov, terminate, text, verify_fails, verify_ok};
 use crate::support::{geoprov_bin, valid_events, wait_until, Server};
-
-/// Runs `geoprov --data-dir DIR ARGS...` and returns its output.
-fn geoprov(dir: &Path, args: &[&str]) -> Output {
-    Command::new(geoprov_bin())
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env("GEOPROV_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run geoprov")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// `geoprov verify`, asserting it exits 1; returns its stderr.
-fn verify_fails(dir: &Path, extra: &[&str]) -> String {
-    let mut args = vec!["verify"];
-    args.extend_from_slice(extra);
-    let out = geoprov(dir, &args);
-    let stderr = text(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "verify should fail; stdout: {} stderr: {stderr}",
-        text(&out.stdout)
-    );
-    assert_eq!(
-        stderr.lines().filter(|l| l.starts_with("verify: ")).count(),
-        1,
-        "one line naming the failure: {stderr}"
-    );
-    stderr
-}
-
-/// `geoprov verify`, asserting it exits 0; returns (stdout, stderr).
-fn verify_ok(dir: &Path, extra: &[&str]) -> (String, String) {
-    let mut args = vec!["verify"];
-    args.extend_from_slice(extra);
-    let out = geoprov(dir, &args);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "verify should pass; stdout: {stdout} stderr: {stderr}"
-    );
-    (stdout, stderr)
-}
-
-/// The event with sequence number `i` (distinct payloads, all valid).
-fn event(i: usize) -> LineageEvent {
-    event_from(&serde_json::json!({
-        "dataset_uuid": uuid::Uuid::new_v4(),
-        "operation": "reproject",
-        "crs_from": "EPSG:32633",
-        "crs_to": "EPSG:3857",
-        "processor_id": "tlog-test",
-        "sequence": i,
-    }))
-}
 
 /// A data dir holding a SQLite log of 40 events with signed checkpoints at tree sizes 10, 20
 /// and 30 (the last 10 events are not covered yet) and the signing key at its default place.
@@ -464,13 +402,6 @@ async fn a_checkpoint_signed_by_another_key_is_named() {
     );
 }
 
-/// Flips one hex digit of `hash` (a different byte, same length).
-fn flip(hash: &str) -> String {
-    let mut chars: Vec<char> = hash.chars().collect();
-    chars[0] = if chars[0] == '0' { '1' } else { '0' };
-    chars.into_iter().collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proofs_verify_offline_and_tampered_ones_do_not() {
     let f = Fixture::new().await;
@@ -575,20 +506,6 @@ fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
     let out = geoprov(dir.path(), &["keygen", "--force"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).starts_with("geoprov/"), "default name");
-}
-
-/// SIGTERM a child and wait for its exit code.
-fn terminate(child: &mut std::process::Child) -> Option<i32> {
-    let pid = child.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    for _ in 0..1500 {
-        if let Ok(Some(status)) = child.try_wait() {
-            return status.code();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    None
 }
 
 fn checkpoint_sizes(dir: &Path) -> Vec<i64> {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod tlog;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -127,8 +128,11 @@ pub fn get_status(url: &str) -> Result<u16, String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).map_err(|e| e.to_string())?;
     std::str::from_utf8(&head[9..12])
@@ -167,9 +171,11 @@ pub fn valid_events(n: usize, tag: &str) -> Vec<String> {
 pub fn sqlite_row_count(data_dir: &Path) -> u64 {
     let conn = rusqlite::Connection::open(data_dir.join("lineage.db")).expect("open store");
     conn.busy_timeout(Duration::from_secs(5)).expect("busy");
-    conn.query_row("SELECT count(*) FROM lineage_events", [], |r| r.get::<_, i64>(0))
-        .map(|n| u64::try_from(n).unwrap_or(0))
-        .unwrap_or(0)
+    conn.query_row("SELECT count(*) FROM lineage_events", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| u64::try_from(n).unwrap_or(0))
+    .unwrap_or(0)
 }
 
 /// Distinct event ids and whether log positions are exactly 0..n-1.
