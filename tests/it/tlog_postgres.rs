@@ -962,3 +962,85 @@ async fn serve_answers_the_log_endpoints() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+// Measurement (run in release: `cargo test --release --test it tlog_postgres::measure --
+// --ignored --nocapture`).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run in release with --ignored --nocapture"]
+async fn measure_verify_throughput() {
+    const EVENTS: usize = 200_000;
+    const BATCH: usize = 5_000;
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let signer = Signer::generate("geoprov/measure").expect("signer");
+    write_key_file(&default_key_path(dir.path()), &signer, false).expect("key file");
+    let store = PostgresStore::open_and_migrate(&schema.url())
+        .await
+        .expect("store");
+    let events: Vec<LineageEvent> = (0..EVENTS).map(event).collect();
+    for chunk in events.chunks(BATCH) {
+        store.commit_batch(chunk).await.expect("commit");
+        write_checkpoint(&store, &signer).await.expect("checkpoint");
+    }
+    let (stdout, _) = verify_ok(dir.path(), &["--store", &schema.url()]);
+    println!("{stdout}");
+    assert!(stdout.contains(&format!("OK: {EVENTS} events")), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_least_privilege_worker_role_appends_and_checkpoints() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let Some(rest) = schema.server.strip_prefix("postgres://postgres@") else {
+        eprintln!("skipped: the test server URL does not log in as postgres@");
+        return;
+    };
+    PostgresStore::open_and_migrate(&schema.url())
+        .await
+        .expect("migrate as the owner");
+    // The grants the README gives a worker role.
+    let role = format!("geoprov_w_{}", uuid::Uuid::new_v4().simple());
+    let raw = schema.raw().await;
+    raw.batch_execute(&format!(
+        "CREATE ROLE {role} LOGIN;
+         GRANT USAGE ON SCHEMA {s} TO {role};
+         GRANT SELECT, INSERT ON lineage_events, lineage_edges, log_checkpoints TO {role};
+         GRANT SELECT, UPDATE ON log_head TO {role};
+         GRANT SELECT ON schema_migrations TO {role};",
+        s = schema.name
+    ))
+    .await
+    .expect("worker role");
+    let url = pg::with_param(
+        &format!("postgres://{role}@{rest}"),
+        &format!("schema={}", schema.name),
+    );
+    let result = async {
+        let store = PostgresStore::open(&url).await?;
+        store.migrate().await?;
+        let signer = Signer::generate("geoprov/least-privilege").expect("signer");
+        for batch in 0..3 {
+            let events: Vec<LineageEvent> = (0..10).map(|i| event(batch * 10 + i)).collect();
+            store.commit_batch(&events).await?;
+            write_checkpoint(&store, &signer)
+                .await
+                .map_err(|e| geoprov::store::StoreError::Query(e.to_string()))?;
+        }
+        Ok::<_, geoprov::store::StoreError>(store.tree_head().await?.size)
+    }
+    .await;
+    let _ = raw
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+        .await;
+    assert_eq!(result.expect("worker role"), 30);
+    let checkpoints: i64 = raw
+        .query_one("SELECT count(*) FROM log_checkpoints", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(checkpoints, 3);
+}
