@@ -16,7 +16,7 @@
 //! - a number with a fraction or an exponent is a float (`1e400` overflows to infinity, as
 //!   `float()` does); other numbers are ints kept as exact decimal text (`-0` becomes `0`), with
 //!   CPython's 4300-digit limit on int conversion;
-//! - raw control characters inside strings are refused; `\uXXXX` surrogate pairs combine;
+//! - raw control characters inside strings are refused; `\uHHHH` surrogate pairs combine;
 //! - duplicate object keys behave like `dict`: the last value wins, at the first key's position.
 //!
 //! Where it deliberately differs (each refusal has a clear reason):
@@ -534,7 +534,7 @@ impl<'a> Parser<'a> {
         Ok(at + 2)
     }
 
-    /// Decodes `\uXXXX` (and a following low surrogate escape) at `at`.
+    /// Decodes `\uHHHH` (and a following low surrogate escape) at `at`.
     fn unicode_escape(&self, at: usize, out: &mut String) -> Result<usize, PyJsonError> {
         let first = self.hex4(at)?;
         if (0xDC00..=0xDFFF).contains(&first) {
@@ -568,12 +568,12 @@ impl<'a> Parser<'a> {
         let digits = self
             .bytes
             .get(at + 2..at + 6)
-            .ok_or_else(|| self.error_at(at, "invalid \\uXXXX escape"))?;
+            .ok_or_else(|| self.error_at(at, "invalid \\u escape: expected four hex digits"))?;
         digits.iter().try_fold(0u32, |acc, &d| {
             char::from(d)
                 .to_digit(16)
                 .map(|v| (acc << 4) | v)
-                .ok_or_else(|| self.error_at(at, "invalid \\uXXXX escape"))
+                .ok_or_else(|| self.error_at(at, "invalid \\u escape: expected four hex digits"))
         })
     }
 
@@ -1198,9 +1198,9 @@ mod tests {
             (b"\"a\tb\"", "invalid control character U+0009 in string (escape it) at line 1 column 3 (byte 2)"),
             (b"\"\\x\"", "invalid escape '\\x' at line 1 column 2 (byte 1)"),
             (b"\"\\'\"", "invalid escape '\\\\'' at line 1 column 2 (byte 1)"),
-            (b"\"\\u12g4\"", "invalid \\uXXXX escape at line 1 column 2 (byte 1)"),
-            (b"\"\\u12\"", "invalid \\uXXXX escape at line 1 column 2 (byte 1)"),
-            (b"\"\\ud83d\\u12\"", "invalid \\uXXXX escape at line 1 column 8 (byte 7)"),
+            (b"\"\\u12g4\"", "invalid \\u escape: expected four hex digits at line 1 column 2 (byte 1)"),
+            (b"\"\\u12\"", "invalid \\u escape: expected four hex digits at line 1 column 2 (byte 1)"),
+            (b"\"\\ud83d\\u12\"", "invalid \\u escape: expected four hex digits at line 1 column 8 (byte 7)"),
             (b"\xEF\xBB\xBF{}", "unexpected UTF-8 BOM (decode using utf-8-sig) at line 1 column 1 (byte 0)"),
             (b"\"\xff\"", "invalid UTF-8 (byte 0xff) at line 1 column 2 (byte 1)"),
             (b"\"\xed\xa0\x80\"", "invalid UTF-8 (byte 0xed) at line 1 column 2 (byte 1)"),
