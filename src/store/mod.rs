@@ -84,6 +84,17 @@ pub struct StoredEvent {
     pub payload_json: String,
 }
 
+/// One schema migration, compiled into the binary (each backend keeps its own list).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Migration {
+    /// Its number; migrations apply in increasing order and each exactly once.
+    pub(crate) version: u32,
+    /// The file it came from (`0001_init`), for `schema_migrations`, logs and errors.
+    pub(crate) name: &'static str,
+    /// The SQL, run inside the migration's transaction.
+    pub(crate) sql: &'static str,
+}
+
 /// Which way a lineage walk goes from its starting dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

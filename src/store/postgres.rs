@@ -136,22 +136,13 @@ use tokio_postgres::IsolationLevel;
 use uuid::Uuid;
 
 use super::sqlite::{DEFAULT_MAX_LINEAGE_NODES, EDGES_PER_NODE_LIMIT};
+use super::Migration;
 use super::{
     CommitReport, Direction, LineageEdge, LineageGraph, Store, StoreError, StoredCheckpoint,
     StoredEvent, TransparencyLog, TreeHead,
 };
 use crate::event::{parse_event, EventId, LineageEvent};
 use crate::tlog::{event_leaf_hash, format_recorded_at, CompactRange, Hash};
-
-/// One schema migration, compiled into the binary.
-struct Migration {
-    /// Its number; migrations apply in increasing order and each exactly once.
-    version: u32,
-    /// The file it came from, recorded in `schema_migrations.name`.
-    name: &'static str,
-    /// The SQL, run with the simple query protocol inside the migration's transaction.
-    sql: &'static str,
-}
 
 /// Every migration this binary knows, oldest first. Never edit one that has shipped; append.
 const MIGRATIONS: &[Migration] = &[

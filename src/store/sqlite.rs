@@ -81,22 +81,13 @@ use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, TransactionBehavior};
 use uuid::Uuid;
 
+use super::Migration;
 use super::{
     CommitReport, Direction, LineageEdge, LineageGraph, Store, StoreError, StoredCheckpoint,
     StoredEvent, TransparencyLog, TreeHead,
 };
 use crate::event::{EventId, LineageEvent};
 use crate::tlog::{event_leaf_hash, CompactRange, Hash};
-
-/// One schema migration, compiled into the binary.
-struct Migration {
-    /// Its number; migrations apply in increasing order and each exactly once.
-    version: u32,
-    /// The file it came from, for log lines and error messages.
-    name: &'static str,
-    /// The SQL, run as one batch inside the migration's transaction.
-    sql: &'static str,
-}
 
 /// Every migration this binary knows, oldest first. Never edit one that has shipped; append.
 const MIGRATIONS: &[Migration] = &[
