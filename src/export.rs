@@ -32,6 +32,38 @@ pub struct ExportFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
+impl ExportFilter {
+    /// Parse the filter as a user gives it (a UUID, RFC 3339 times). `prefix` is how the edge
+    /// names its parameters (`--` for flags, empty for query parameters), so the reason names
+    /// exactly what to fix.
+    pub fn parse(
+        dataset: Option<&str>,
+        since: Option<&str>,
+        until: Option<&str>,
+        prefix: &str,
+    ) -> Result<ExportFilter, String> {
+        let time = |name: &str, t: Option<&str>| {
+            t.map(|t| {
+                DateTime::parse_from_rfc3339(t)
+                    .map(|d| d.with_timezone(&Utc))
+                    .map_err(|_| {
+                        format!("{prefix}{name} '{t}' is not an RFC 3339 time like 2026-01-31T00:00:00Z")
+                    })
+            })
+            .transpose()
+        };
+        Ok(ExportFilter {
+            dataset: dataset
+                .map(|d| {
+                    Uuid::parse_str(d).map_err(|_| format!("{prefix}dataset '{d}' is not a UUID"))
+                })
+                .transpose()?,
+            since: time("since", since)?,
+            until: time("until", until)?,
+        })
+    }
+}
+
 /// Why an export stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

@@ -3,10 +3,8 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use futures::FutureExt;
-use uuid::Uuid;
 
 use super::{open_store, CliError};
 use crate::config::Config;
@@ -35,19 +33,6 @@ enum ExportFormat {
     },
 }
 
-fn parse_time(flag: &str, text: Option<String>) -> Result<Option<DateTime<Utc>>, CliError> {
-    text.map(|t| {
-        DateTime::parse_from_rfc3339(&t)
-            .map(|d| d.with_timezone(&Utc))
-            .map_err(|_| {
-                CliError::Usage(format!(
-                    "{flag} '{t}' is not an RFC 3339 time like 2026-01-31T00:00:00Z"
-                ))
-            })
-    })
-    .transpose()
-}
-
 /// Write the document to stdout.
 pub async fn run(config: &Config, args: ExportArgs) -> Result<ExitCode, CliError> {
     let ExportFormat::Prov {
@@ -55,16 +40,8 @@ pub async fn run(config: &Config, args: ExportArgs) -> Result<ExitCode, CliError
         since,
         until,
     } = args.format;
-    let filter = ExportFilter {
-        dataset: dataset
-            .map(|d| {
-                Uuid::parse_str(&d)
-                    .map_err(|_| CliError::Usage(format!("--dataset '{d}' is not a UUID")))
-            })
-            .transpose()?,
-        since: parse_time("--since", since)?,
-        until: parse_time("--until", until)?,
-    };
+    let filter = ExportFilter::parse(dataset.as_deref(), since.as_deref(), until.as_deref(), "--")
+        .map_err(CliError::Usage)?;
     let store = open_store(config).await?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);

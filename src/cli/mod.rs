@@ -464,6 +464,36 @@ impl CheckpointerHandle {
     }
 }
 
+/// Run until SIGINT/SIGTERM, or until every worker stopped by itself (the store cannot accept
+/// events); then stop the rest, let them finish and acknowledge their batch, and write the final
+/// checkpoint. Errs when the workers gave up, so the process exits 1.
+async fn run_until_stopped(
+    workers: &mut tokio::task::JoinSet<()>,
+    trigger: &crate::shutdown::ShutdownTrigger,
+    checkpointer: Option<CheckpointerHandle>,
+) -> Result<(), CliError> {
+    let had_workers = !workers.is_empty();
+    let workers_gave_up = tokio::select! {
+        _ = crate::shutdown::os_signal() => false,
+        _ = async { while workers.join_next().await.is_some() {} }, if had_workers => true,
+    };
+    if !workers_gave_up {
+        tracing::info!(message = "Shutdown requested; finishing the batches in hand.");
+    }
+    trigger.trigger();
+    while workers.join_next().await.is_some() {}
+    if let Some(checkpointer) = checkpointer {
+        checkpointer.finish().await;
+    }
+    if workers_gave_up {
+        return Err(CliError::Failed(
+            "every worker stopped because the store cannot accept events (see the log above)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Start the checkpointer of `serve`/`worker`/`bench`: loads the log signing key (creating it
 /// at the default location on first start, and logging its verifier key then). `None` when
 /// the store keeps no transparency log.

@@ -82,30 +82,13 @@ pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError>
         .with_graceful_shutdown(async move { http_shutdown.requested().await });
     let server = tokio::spawn(async move { server.await });
 
-    let had_workers = !workers.is_empty();
-    let workers_gave_up = tokio::select! {
-        _ = crate::shutdown::os_signal() => false,
-        _ = async { while workers.join_next().await.is_some() {} }, if had_workers => true,
-    };
-    if !workers_gave_up {
-        tracing::info!(message = "Shutdown requested; finishing the batches in hand.");
-    }
-    trigger.trigger();
-    while workers.join_next().await.is_some() {}
-    if let Some(checkpointer) = checkpointer {
-        checkpointer.finish().await;
-    }
+    let stop = super::run_until_stopped(&mut workers, &trigger, checkpointer).await;
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(CliError::Failed(format!("HTTP server failed: {e}"))),
         Err(e) => return Err(CliError::Failed(format!("HTTP server task failed: {e}"))),
     }
-    if workers_gave_up {
-        return Err(CliError::Failed(
-            "every worker stopped because the store cannot accept events (see the log above)"
-                .into(),
-        ));
-    }
+    stop?;
     tracing::info!(message = "Stopped cleanly.");
     Ok(ExitCode::SUCCESS)
 }

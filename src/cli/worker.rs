@@ -30,25 +30,8 @@ pub async fn run(config: &Config, args: WorkerCmdArgs) -> Result<ExitCode, CliEr
         store = %crate::config::redact_url(&config.store_url),
         concurrency = workers.len(),
     );
-    let had_workers = !workers.is_empty();
-    let workers_gave_up = tokio::select! {
-        _ = crate::shutdown::os_signal() => false,
-        _ = async { while workers.join_next().await.is_some() {} }, if had_workers => true,
-    };
-    if !workers_gave_up {
-        tracing::info!(message = "Shutdown requested; finishing the batches in hand.");
-    }
-    trigger.trigger();
-    while workers.join_next().await.is_some() {}
-    if let Some(checkpointer) = checkpointer {
-        checkpointer.finish().await;
-    }
-    if workers_gave_up {
-        return Err(CliError::Failed(
-            "every worker stopped because the store cannot accept events (see the log above)"
-                .into(),
-        ));
-    }
+    let stop = super::run_until_stopped(&mut workers, &trigger, checkpointer).await;
+    stop?;
     tracing::info!(message = "Stopped cleanly.");
     Ok(ExitCode::SUCCESS)
 }

@@ -4,10 +4,8 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use serde::Deserialize;
-use uuid::Uuid;
 
 use super::{ApiError, AppState};
 use crate::export::{export_prov, ExportFilter};
@@ -23,31 +21,18 @@ pub struct ExportParams {
     pub until: Option<String>,
 }
 
-fn time(name: &str, t: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    t.map(|t| {
-        DateTime::parse_from_rfc3339(&t)
-            .map(|d| d.with_timezone(&Utc))
-            .map_err(|_| ApiError::BadRequest(format!("{name} '{t}' is not an RFC 3339 time")))
-    })
-    .transpose()
-}
-
 /// Stream the document; the body is produced page by page as the client reads it.
 pub async fn get_prov(
     State(state): State<AppState>,
     Query(params): Query<ExportParams>,
 ) -> Result<Response, ApiError> {
-    let filter = ExportFilter {
-        dataset: params
-            .dataset
-            .map(|d| {
-                Uuid::parse_str(&d)
-                    .map_err(|_| ApiError::BadRequest(format!("dataset '{d}' is not a UUID")))
-            })
-            .transpose()?,
-        since: time("since", params.since)?,
-        until: time("until", params.until)?,
-    };
+    let filter = ExportFilter::parse(
+        params.dataset.as_deref(),
+        params.since.as_deref(),
+        params.until.as_deref(),
+        "",
+    )
+    .map_err(ApiError::BadRequest)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     let store = state.store.clone();
     tokio::spawn(async move {
