@@ -84,6 +84,7 @@ use super::{
 use crate::event::python_json;
 use crate::event::LineageEvent;
 use crate::worker::results::ResultBackend;
+use crate::worker::TaskRef;
 
 /// Default queue name, as Celery's.
 pub const DEFAULT_QUEUE: &str = "celery";
@@ -769,51 +770,22 @@ impl RedisCeleryResults {
     }
 }
 
-/// The task id and `ignore_result` header of a delivery: from its AMQP headers when it has
-/// them (RabbitMQ), else from the kombu envelope in its body (Redis).
-fn task_of(delivery: &Delivery) -> Option<(String, bool)> {
-    match delivery.properties.as_deref() {
-        Some(p) => task_id_in(p.headers.as_ref()?),
-        None => task_id_of(&delivery.body),
-    }
-}
-
-/// The task id and `ignore_result` header of a kombu envelope.
-fn task_id_of(body: &[u8]) -> Option<(String, bool)> {
-    let envelope: serde_json::Value = serde_json::from_slice(body).ok()?;
-    task_id_in(envelope.get("headers")?)
-}
-
-/// The `id` and `ignore_result` of a Celery headers object.
-fn task_id_in(headers: &serde_json::Value) -> Option<(String, bool)> {
-    let id = headers.get("id")?.as_str()?.to_owned();
-    let ignore = headers
-        .get("ignore_result")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
-    Some((id, ignore))
-}
-
 #[async_trait]
 impl ResultBackend for RedisCeleryResults {
     async fn store_success(
         &self,
-        committed: &[(&Delivery, &LineageEvent)],
+        committed: &[(&TaskRef, &LineageEvent)],
     ) -> Result<(), BrokerError> {
+        if committed.is_empty() {
+            return Ok(());
+        }
         let now = Utc::now();
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let mut any = false;
-        for (delivery, event) in committed {
-            let Some((task_id, ignore)) = task_of(delivery) else {
-                continue;
-            };
-            if ignore {
-                continue;
-            }
-            let key = crate::celery::result_key(&task_id);
+        for (task, event) in committed {
+            let key = crate::celery::result_key(&task.id);
             let meta = crate::celery::result_meta_success(
-                &task_id,
+                &task.id,
                 &format!("SUCCESS:{}", event.event_id.to_hex()),
                 now,
             );
@@ -824,10 +796,6 @@ impl ResultBackend for RedisCeleryResults {
                 .arg(RESULT_EXPIRES_SECS)
                 .ignore();
             pipe.cmd("PUBLISH").arg(&key).arg(&meta).ignore();
-            any = true;
-        }
-        if !any {
-            return Ok(());
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await.map_err(map_err)
@@ -862,12 +830,5 @@ mod tests {
         assert_eq!(v["properties"]["delivery_info"]["redelivered"], true);
         assert!(parse_unacked(b"not json").is_none());
         assert!(parse_unacked(b"[1, 2]").is_none());
-    }
-
-    #[test]
-    fn result_task_id_is_read_from_headers() {
-        let body = br#"{"headers": {"id": "abc", "ignore_result": true}}"#;
-        assert_eq!(task_id_of(body), Some(("abc".into(), true)));
-        assert_eq!(task_id_of(b"{}"), None);
     }
 }

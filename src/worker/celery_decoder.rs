@@ -10,7 +10,7 @@
 
 use chrono::Utc;
 
-use super::pipeline::{Decoded, Decoder};
+use super::pipeline::{Decoded, Decoder, TaskRef};
 use crate::broker::Delivery;
 use crate::celery::{decode_amqp, decode_redis_envelope, AmqpDelivery, CeleryErrorKind};
 use crate::event::validate::event_from_value;
@@ -63,7 +63,13 @@ impl Decoder for CeleryDecoder {
                     }
                 }
                 match event_from_value(&task.payload) {
-                    Ok(event) => Decoded::Event(Box::new(event)),
+                    Ok(event) => Decoded::Event {
+                        event: Box::new(event),
+                        task: Some(TaskRef {
+                            id: task.id,
+                            ignore_result: task.ignore_result,
+                        }),
+                    },
                     Err(e) => Decoded::Reject(format!("celery task {}: {}", task.id, e.reason)),
                 }
             }
@@ -111,9 +117,16 @@ mod tests {
             "tag1",
         );
         let d = CeleryDecoder::default();
-        let Decoded::Event(event) = d.decode(&delivery(env)) else {
+        let Decoded::Event { event, task } = d.decode(&delivery(env)) else {
             panic!("expected an event")
         };
+        assert_eq!(
+            task,
+            Some(TaskRef {
+                id: "id1".into(),
+                ignore_result: false
+            })
+        );
         let (id, _) = crate::event::event_id::event_id_of(&payload);
         assert_eq!(event.event_id, id);
     }

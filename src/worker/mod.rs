@@ -30,7 +30,7 @@ use crate::store::{Store, StoreError};
 
 pub use celery_decoder::CeleryDecoder;
 pub use checkpointer::{CheckpointOptions, Checkpointer};
-pub use pipeline::{Decoded, Decoder, NativeDecoder};
+pub use pipeline::{Decoded, Decoder, NativeDecoder, TaskRef};
 pub use rate_limit::RateLimiter;
 pub use results::ResultBackend;
 pub use retry::Backoff;
@@ -194,6 +194,7 @@ impl Worker {
 
         let mut events: Vec<LineageEvent> = Vec::with_capacity(deliveries.len());
         let mut held: Vec<Delivery> = Vec::with_capacity(deliveries.len());
+        let mut tasks: Vec<Option<TaskRef>> = Vec::with_capacity(deliveries.len());
         let mut rejects: Vec<(Delivery, String)> = Vec::new();
         let max_deliveries = self.options.max_retries.saturating_add(1);
         for delivery in deliveries {
@@ -206,9 +207,10 @@ impl Worker {
                 continue;
             }
             match self.decoder.decode(&delivery) {
-                Decoded::Event(event) => {
+                Decoded::Event { event, task } => {
                     events.push(*event);
                     held.push(delivery);
+                    tasks.push(task);
                 }
                 Decoded::Reject(reason) => rejects.push((delivery, reason)),
                 Decoded::Defer(delay) => {
@@ -232,7 +234,8 @@ impl Worker {
         if let Some(limiter) = &self.limiter {
             limiter.acquire(events.len()).await;
         }
-        self.commit_and_ack(events, held, &mut outcome).await?;
+        self.commit_and_ack(events, held, tasks, &mut outcome)
+            .await?;
         Ok(outcome)
     }
 
@@ -270,6 +273,7 @@ impl Worker {
         &mut self,
         events: Vec<LineageEvent>,
         held: Vec<Delivery>,
+        tasks: Vec<Option<TaskRef>>,
         outcome: &mut BatchOutcome,
     ) -> Result<(), WorkerError> {
         let tags: Vec<DeliveryTag> = held.iter().map(|d| d.tag.clone()).collect();
@@ -288,7 +292,7 @@ impl Worker {
                     outcome.duplicates += report.duplicates;
                     self.consumer.ack(&tags).await?;
                     if let Some(results) = self.results.clone() {
-                        store_results(results, &held, &events).await;
+                        store_results(results, &tasks, &events).await;
                     }
                     return Ok(());
                 }
@@ -325,7 +329,7 @@ impl Worker {
                 }
                 Err(error) => {
                     tracing::error!(message = "Store refused the batch; committing events one by one.", %error);
-                    return self.commit_one_by_one(events, held, outcome).await;
+                    return self.commit_one_by_one(events, held, tasks, outcome).await;
                 }
             }
         }
@@ -337,9 +341,10 @@ impl Worker {
         &mut self,
         events: Vec<LineageEvent>,
         held: Vec<Delivery>,
+        tasks: Vec<Option<TaskRef>>,
         outcome: &mut BatchOutcome,
     ) -> Result<(), WorkerError> {
-        for (event, delivery) in events.into_iter().zip(held) {
+        for ((event, delivery), task) in events.into_iter().zip(held).zip(tasks) {
             match self.store.commit_batch(std::slice::from_ref(&event)).await {
                 Ok(report) => {
                     outcome.persisted += report.inserted;
@@ -348,11 +353,7 @@ impl Worker {
                         .ack(std::slice::from_ref(&delivery.tag))
                         .await?;
                     if let Some(results) = self.results.clone() {
-                        let (held, events) = (
-                            std::slice::from_ref(&delivery),
-                            std::slice::from_ref(&event),
-                        );
-                        store_results(results, held, events).await;
+                        store_results(results, &[task], std::slice::from_ref(&event)).await;
                     }
                 }
                 Err(error) if delivery.attempt > self.options.max_retries => {
@@ -375,15 +376,23 @@ impl Worker {
     }
 }
 
-/// Best effort: write the results of committed (delivery, event) pairs; a failure is logged
-/// and never fails the batch. A free function, so that no borrow of the worker (whose consumer
-/// is not `Sync`) lives across the await.
+/// Best effort: write the results of the committed events that came from Celery tasks which
+/// want one; a failure is logged and never fails the batch. A free function, so that no borrow
+/// of the worker (whose consumer is not `Sync`) lives across the await.
 async fn store_results(
     results: Arc<dyn ResultBackend>,
-    held: &[Delivery],
+    tasks: &[Option<TaskRef>],
     events: &[LineageEvent],
 ) {
-    let pairs: Vec<(&Delivery, &LineageEvent)> = held.iter().zip(events).collect();
+    let pairs: Vec<(&TaskRef, &LineageEvent)> = tasks
+        .iter()
+        .zip(events)
+        .filter_map(|(task, event)| task.as_ref().map(|t| (t, event)))
+        .filter(|(task, _)| !task.ignore_result)
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
     if let Err(error) = results.store_success(&pairs).await {
         tracing::warn!(message = "Could not write task results; the events are stored.", %error);
     }

@@ -7,13 +7,26 @@ use crate::event::{parse_event, LineageEvent};
 /// What the worker does with one delivery.
 #[derive(Debug)]
 pub enum Decoded {
-    /// Store this event.
-    Event(Box<LineageEvent>),
+    /// Store this event; `task` is the Celery task that carried it, if any, so that its
+    /// result can be written after the commit without decoding the message again.
+    Event {
+        event: Box<LineageEvent>,
+        task: Option<TaskRef>,
+    },
     /// Dead-letter at once, with this human-readable reason.
     Reject(String),
     /// Not yet: give the message back to be delivered again after this long (a Celery task
     /// whose `eta` is in the future). It MUST NOT be persisted before then.
     Defer(std::time::Duration),
+}
+
+/// The Celery task a message carried: what a result backend needs after the commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRef {
+    /// The task id (`celery-task-meta-<id>`).
+    pub id: String,
+    /// The caller asked for no result.
+    pub ignore_result: bool,
 }
 
 /// Turns deliveries into events. One implementation per wire format (native JSON, Celery).
@@ -40,7 +53,10 @@ impl Default for NativeDecoder {
 impl Decoder for NativeDecoder {
     fn decode(&self, delivery: &Delivery) -> Decoded {
         match parse_event(&delivery.body, self.max_payload_bytes) {
-            Ok(event) => Decoded::Event(Box::new(event)),
+            Ok(event) => Decoded::Event {
+                event: Box::new(event),
+                task: None,
+            },
             Err(e) => Decoded::Reject(e.reason),
         }
     }
