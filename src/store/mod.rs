@@ -6,6 +6,7 @@
 //! Backends: [`sqlite::SqliteStore`] (the embedded default) and [`postgres::PostgresStore`]
 //! (many workers on many hosts). The URL picks one at run time through [`open`].
 
+mod copy_rows;
 pub mod postgres;
 pub mod sqlite;
 

@@ -32,13 +32,15 @@
 //! migrates, the others wait a moment and find nothing to do. Tables as in SQLite, with
 //! PostgreSQL types: `lineage_events` keeps the reference task's columns and types exactly
 //! (`text`, `timestamptz`) and adds `log_position bigint` (unique), `started_at`, `ended_at`
-//! (`timestamptz`) and `leaf_hash bytea`; `lineage_edges` stores its dataset ids as `uuid` and
-//! has two plain indexes instead of SQLite's primary key (the migration says why); `log_head`
+//! (`timestamptz`), `leaf_hash bytea`, and the event's lineage edges as `inputs` and `outputs`
+//! (`uuid[]`, distinct and sorted; the edges are every input x every output), each with a GIN
+//! index, instead of SQLite's `lineage_edges` table (migration 0003 says why; a read-only view of
+//! that name lists the pairs); `log_head`
 //! holds the log size and the frontier (`bytea`, the RFC 6962 compact range as concatenated
 //! 32-byte hashes, largest subtree first); `log_checkpoints(tree_size bigint primary key,
 //! root_hash bytea, note text, created_at timestamptz)` holds the signed checkpoints (migration
-//! 0002). Triggers refuse `UPDATE`, `DELETE` and `TRUNCATE` on `lineage_events`,
-//! `lineage_edges` and `log_checkpoints`.
+//! 0002). Triggers refuse `UPDATE`, `DELETE` and `TRUNCATE` on `lineage_events` and
+//! `log_checkpoints`.
 //!
 //! Migration 0002 on a log written by a schema-1 geoprov gives every row that has a position
 //! its leaf hash, in position order, and sets the frontier, in Rust, inside the migration's
@@ -66,33 +68,37 @@
 //!
 //! # Writes
 //!
-//! [`Store::commit_batch`] is one transaction. The batch's distinct events travel as array
-//! parameters (`unnest`, binary encoded) of prepared statements, then as a binary COPY:
+//! [`Store::commit_batch`] is one transaction; the batch's distinct events go to the server as
+//! one binary COPY, edges included:
 //!
-//! 1. Before the log lock, one statement finds the batch's events that are not stored yet
-//!    (`NOT EXISTS` on the primary key) and inserts their edges. Edges are most of the write work
-//!    (two random uuid index entries each), and this way several workers insert theirs in
-//!    parallel.
-//! 2. `SELECT size, frontier, clock_timestamp() FROM log_head WHERE id = 0 FOR UPDATE`,
-//!    pipelined with step 1, serializes appends across every worker of every host from here to
-//!    the commit, which keeps positions dense and in commit order and the frontier in step with
-//!    them. The time it returns is the batch's `timestamp` (when the rows were recorded), so on
-//!    one server recorded times never run backwards along the log.
-//! 3. Under the lock, each new event is numbered from the log size in batch order and gets its
-//!    leaf hash (`geoprov/leaf/v1` over its position, `event_id`, that time rendered by
+//! 1. `SELECT size, frontier, clock_timestamp() FROM log_head WHERE id = 0 FOR UPDATE`
+//!    serializes appends across every worker of every host from here to the commit, which keeps
+//!    positions dense and in commit order and the frontier in step with them. The time it
+//!    returns is the batch's `timestamp` (when the rows were recorded), so on one server
+//!    recorded times never run backwards along the log.
+//! 2. Each new event is numbered from the log size in batch order and gets its leaf hash
+//!    (`geoprov/leaf/v1` over its position, `event_id`, that time rendered by
 //!    [`crate::tlog::format_recorded_at`] and `payload_json`; the server's `timestamptz` keeps
 //!    exactly the microseconds that rendering shows, so `verify` recomputes the same bytes from
-//!    the stored value), appended to the frontier. The rows, leaf hashes included, are then
-//!    written with `COPY lineage_events ... FROM STDIN (FORMAT binary)` (COPY writes one WAL
-//!    record per heap page instead of one per row: the insert that holds the lock is as short as
-//!    the server allows), `log_head` gets the new size and frontier, and the transaction commits.
+//!    the stored value), appended to the frontier. The rows, leaf hashes and edges included, are
+//!    written with `COPY lineage_events ... FROM STDIN (FORMAT binary)` (one WAL record per heap
+//!    page instead of one per row), `log_head` gets the new size and frontier, and the
+//!    transaction commits.
 //!
-//! If an event found new in step 1 was stored by another commit before the lock was granted (the
-//! same message redelivered to two workers) or by a writer that does not take the lock (the
-//! Python task), the COPY hits the primary key: the transaction is rolled back, with the edges it
-//! inserted, and tried again, so no edge is ever stored twice and no position skipped.
+//! Which events are new? Usually all of them, so the first attempt assumes so and sends no
+//! lookup. If one is stored already (a message redelivered after a crash, or to two workers),
+//! the COPY hits the primary key, the transaction is rolled back, and the batch is tried again
+//! with a probe pipelined behind the lock ([`SELECT_FRESH`], `NOT EXISTS` on the primary key,
+//! run once the lock is held, so no geoprov commit can slip in between) that leaves the stored
+//! ones out. Duplicates come in runs, so the store keeps probing until a batch holds none. A
+//! writer that does not take the lock (the Python task during a migration) can still insert an
+//! event between the probe and the COPY: that costs one more retry, never a gap or a row twice.
 //! Repeated events inside a batch are dropped before sending (the first one counts). Statements
 //! are prepared once per connection (deadpool's statement cache).
+//!
+//! Measured on the 2-core development VM against schema 2 (a `lineage_edges` row per edge,
+//! inserted before the lock, after a `NOT EXISTS` probe of every event): the edges were half of
+//! the server's work per event; see migration 0003 and the README's benchmark section.
 //!
 //! # The transparency log
 //!
@@ -121,20 +127,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use futures::SinkExt;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::IsolationLevel;
 use uuid::Uuid;
 
+use super::copy_rows::{self, EncodedRows};
 use super::sqlite::{DEFAULT_MAX_LINEAGE_NODES, EDGES_PER_NODE_LIMIT};
 use super::Migration;
 use super::{
@@ -155,6 +163,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "0002_tlog",
         sql: include_str!("migrations/postgres/0002_tlog.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "0003_edge_columns",
+        sql: include_str!("migrations/postgres/0003_edge_columns.sql"),
     },
 ];
 
@@ -183,9 +196,10 @@ const MIGRATION_LOCK_CLASS: i32 = 0x6770_7276;
 /// Rows adopted per page (see "Adoption" in the module documentation).
 const ADOPTION_PAGE: i64 = 1000;
 
-/// How many times a commit is retried inside the store when a writer that does not take the log
-/// lock raced it on the same event id (see "Writes").
-const RACE_RETRIES: usize = 3;
+/// How many attempts a commit makes inside the store (see "Writes"): the first may assume every
+/// event is new; the others probe, and are repeated only when a writer that does not take the
+/// log lock inserted one of the batch's events meanwhile.
+const RACE_RETRIES: usize = 4;
 
 /// The log lock, as `migrate` takes it: the log size and frontier.
 const LOCK_LOG_HEAD: &str = "SELECT size, frontier FROM log_head WHERE id = 0 FOR UPDATE";
@@ -198,46 +212,30 @@ const LOCK_LOG_HEAD_AT: &str =
 /// The log head without a lock (one row: one consistent snapshot of size and frontier).
 const SELECT_LOG_HEAD: &str = "SELECT size, frontier FROM log_head WHERE id = 0";
 
-/// The commit's first statement, run before the log lock: the edges of the batch's events that
-/// are not stored yet. Parameters: the distinct events' ids and operations (`$1`, `$2`), then the
-/// edges (`$3` event id, `$4` input, `$5` output). Returns the 1-based ordinals (in `$1`) of the
-/// events that were not stored.
-const INSERT_EDGES: &str = r#"
-WITH fresh AS (
-    SELECT b.event_id, b.operation, b.ord
-    FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS b(event_id, operation, ord)
-    WHERE NOT EXISTS (SELECT 1 FROM lineage_events e WHERE e.event_id = b.event_id)
-),
-edges AS (
-    INSERT INTO lineage_edges (from_uuid, to_uuid, event_id, operation)
-    SELECT x.from_uuid, x.to_uuid, f.event_id, f.operation
-    FROM unnest($3::text[], $4::uuid[], $5::uuid[]) AS x(event_id, from_uuid, to_uuid)
-    JOIN fresh f ON f.event_id = x.event_id
-)
-SELECT coalesce(array_agg(ord ORDER BY ord), '{}')::bigint[] FROM fresh
+/// The commit's probe, run under the log lock when the batch is expected to hold stored events
+/// (see "Writes"): the 1-based ordinals (in `$1`, the batch's distinct event ids) of the events
+/// that are not stored yet.
+const SELECT_FRESH: &str = r#"
+SELECT coalesce(array_agg(b.ord ORDER BY b.ord), '{}')::bigint[]
+FROM unnest($1::text[]) WITH ORDINALITY AS b(event_id, ord)
+WHERE NOT EXISTS (SELECT 1 FROM lineage_events e WHERE e.event_id = b.event_id)
 "#;
 
-/// The commit's insert of the new events, under the log lock: a binary COPY, which writes a
-/// page of rows per heap WAL record instead of one record per row.
+/// The commit's insert of the new events, with their edges, under the log lock: a binary COPY,
+/// which writes a page of rows per heap WAL record instead of one record per row. The fields
+/// known before the lock come first, so that they can be encoded beforehand ([`EncodedRows`]);
+/// the record time, position and leaf hash come last.
 const COPY_EVENTS: &str = "COPY lineage_events (event_id, dataset_uuid, operation, crs_from, \
-     crs_to, processor_id, \"timestamp\", payload_json, log_position, started_at, ended_at, \
-     leaf_hash) FROM STDIN (FORMAT binary)";
+     crs_to, processor_id, payload_json, started_at, ended_at, inputs, outputs, \
+     \"timestamp\", log_position, leaf_hash) FROM STDIN (FORMAT binary)";
 
-/// The column types of [`COPY_EVENTS`], in order.
-const COPY_EVENT_TYPES: &[Type] = &[
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::INT8,
-    Type::TIMESTAMPTZ,
-    Type::TIMESTAMPTZ,
-    Type::BYTEA,
-];
+/// The number of columns [`COPY_EVENTS`] names.
+const COPY_EVENT_FIELDS: i16 = 14;
+
+/// How many bytes of COPY data a commit collects before sending them: large enough that the
+/// per-message cost is negligible, small enough that the server works on the first rows while
+/// the next are hashed.
+const COPY_CHUNK: usize = 256 * 1024;
 
 const UPDATE_LOG_HEAD: &str = "UPDATE log_head SET size = $1, frontier = $2 WHERE id = 0";
 
@@ -289,6 +287,10 @@ pub struct PostgresStore {
     /// Set once the schema version has been seen to equal [`SCHEMA_VERSION`], so the check
     /// costs one query per store, not one per call.
     schema_ready: AtomicBool,
+    /// Whether the next commit looks up which of its events are stored already before its COPY,
+    /// instead of assuming they are all new (see "Writes"). Set when a commit meets a stored
+    /// event, cleared when one meets none.
+    expect_duplicates: AtomicBool,
     /// See [`DEFAULT_MAX_LINEAGE_NODES`].
     max_lineage_nodes: usize,
 }
@@ -347,6 +349,7 @@ impl PostgresStore {
             schema: settings.schema,
             describe: settings.describe,
             schema_ready: AtomicBool::new(false),
+            expect_duplicates: AtomicBool::new(false),
             max_lineage_nodes: DEFAULT_MAX_LINEAGE_NODES,
         })
     }
@@ -499,7 +502,6 @@ impl PostgresStore {
         let privileged: bool = client
             .query_one(
                 "SELECT has_table_privilege('lineage_events', 'UPDATE') \
-                    AND has_table_privilege('lineage_edges', 'INSERT') \
                     AND has_table_privilege('log_head', 'UPDATE')",
                 &[],
             )
@@ -523,7 +525,7 @@ impl PostgresStore {
         let mut size = start;
         let select = tx
             .prepare(
-                "SELECT event_id, operation, payload_json, \"timestamp\" FROM lineage_events \
+                "SELECT event_id, payload_json, \"timestamp\" FROM lineage_events \
                  WHERE log_position IS NULL ORDER BY \"timestamp\", event_id LIMIT $1",
             )
             .await
@@ -540,9 +542,8 @@ impl PostgresStore {
             let mut page = AdoptionPage::default();
             for row in &rows {
                 let event_id: String = row.try_get(0).map_err(classify)?;
-                let operation: Option<String> = row.try_get(1).map_err(classify)?;
-                let payload: Option<String> = row.try_get(2).map_err(classify)?;
-                let recorded_at: Option<DateTime<Utc>> = row.try_get(3).map_err(classify)?;
+                let payload: Option<String> = row.try_get(1).map_err(classify)?;
+                let recorded_at: Option<DateTime<Utc>> = row.try_get(2).map_err(classify)?;
                 let position = size
                     .checked_add(i64::try_from(page.ids.len()).unwrap_or(i64::MAX))
                     .ok_or_else(|| StoreError::Corrupt("log size overflows i64".into()))?;
@@ -550,7 +551,7 @@ impl PostgresStore {
                 let leaf = stored_leaf_hash(position, &event_id, recorded_at, payload.as_deref())?;
                 range.append(leaf);
                 page.leaves.push(leaf.to_vec());
-                if !page.push(event_id, operation, payload.as_deref(), position) {
+                if !page.push(event_id, payload.as_deref(), position) {
                     unparsed += 1;
                 }
             }
@@ -558,10 +559,12 @@ impl PostgresStore {
                 .execute(
                     "UPDATE lineage_events AS e \
                      SET log_position = u.position, started_at = u.started_at, \
-                         ended_at = u.ended_at, leaf_hash = u.leaf_hash \
+                         ended_at = u.ended_at, leaf_hash = u.leaf_hash, \
+                         inputs = u.inputs::uuid[], outputs = u.outputs::uuid[] \
                      FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], \
-                                 $4::timestamptz[], $5::bytea[]) \
-                          AS u(event_id, position, started_at, ended_at, leaf_hash) \
+                                 $4::timestamptz[], $5::bytea[], $6::text[], $7::text[]) \
+                          AS u(event_id, position, started_at, ended_at, leaf_hash, inputs, \
+                               outputs) \
                      WHERE e.event_id = u.event_id AND e.log_position IS NULL",
                     &[
                         &page.ids,
@@ -569,6 +572,8 @@ impl PostgresStore {
                         &page.started_at,
                         &page.ended_at,
                         &page.leaves,
+                        &page.inputs,
+                        &page.outputs,
                     ],
                 )
                 .await
@@ -580,18 +585,6 @@ impl PostgresStore {
                     page.ids.len()
                 )));
             }
-            tx.execute(
-                "INSERT INTO lineage_edges (from_uuid, to_uuid, event_id, operation) \
-                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[])",
-                &[
-                    &page.edge_from,
-                    &page.edge_to,
-                    &page.edge_event,
-                    &page.edge_operation,
-                ],
-            )
-            .await
-            .map_err(classify)?;
             size += i64::try_from(page.ids.len()).unwrap_or(i64::MAX);
         }
         if size != start {
@@ -611,18 +604,21 @@ impl PostgresStore {
         Ok(adopted)
     }
 
-    /// One attempt at a commit (see "Writes"); `None` when another writer raced it.
+    /// One attempt at a commit (see "Writes"); `None` when an event of the batch turned out to
+    /// be stored already. With `probe`, the events already stored are looked up under the lock
+    /// and left out; without, every event is assumed new.
     async fn try_commit(
         &self,
         client: &mut deadpool_postgres::Object,
         columns: &BatchColumns<'_>,
+        probe: bool,
     ) -> Result<Option<CommitReport>, StoreError> {
-        let edges = client
-            .prepare_cached(INSERT_EDGES)
-            .await
-            .map_err(classify)?;
         let lock = client
             .prepare_cached(LOCK_LOG_HEAD_AT)
+            .await
+            .map_err(classify)?;
+        let select_fresh = client
+            .prepare_cached(SELECT_FRESH)
             .await
             .map_err(classify)?;
         let copy = client.prepare_cached(COPY_EVENTS).await.map_err(classify)?;
@@ -631,18 +627,19 @@ impl PostgresStore {
             .await
             .map_err(classify)?;
         let tx = client.transaction().await.map_err(classify)?;
-        let edge_params: [&(dyn ToSql + Sync); 5] = [
-            &columns.event_id,
-            &columns.operation,
-            &columns.edge_event,
-            &columns.edge_from,
-            &columns.edge_to,
-        ];
-        // Pipelined: both are sent at once; the server inserts the edges, then waits for the lock.
-        let (fresh, head) =
-            futures::try_join!(tx.query_one(&edges, &edge_params), tx.query_one(&lock, &[]),)
-                .map_err(classify)?;
-        let fresh: Vec<i64> = fresh.try_get(0).map_err(classify)?;
+        let (head, fresh) = if probe {
+            // Pipelined: both are sent at once; the server runs the probe once it holds the lock.
+            let ids: [&(dyn ToSql + Sync); 1] = [&columns.event_id];
+            let (head, fresh) =
+                futures::try_join!(tx.query_one(&lock, &[]), tx.query_one(&select_fresh, &ids),)
+                    .map_err(classify)?;
+            let fresh: Vec<i64> = fresh.try_get(0).map_err(classify)?;
+            (head, fresh)
+        } else {
+            let head = tx.query_one(&lock, &[]).await.map_err(classify)?;
+            let all = 1..=i64::try_from(columns.event_id.len()).unwrap_or(i64::MAX);
+            (head, all.collect())
+        };
         let mut range = log_head_from_row(&head)?;
         let start = to_sql_int(range.size())?;
         let recorded_at: DateTime<Utc> = head.try_get(2).map_err(classify)?;
@@ -654,51 +651,51 @@ impl PostgresStore {
             // The leaf covers the record time exactly as the row stores it: the server's
             // timestamptz keeps microseconds, which is what `format_recorded_at` renders.
             let recorded_text = format_recorded_at(recorded_at);
-            let sink = tx.copy_in(&copy).await.map_err(classify)?;
-            let writer = BinaryCopyInWriter::new(sink, COPY_EVENT_TYPES);
-            futures::pin_mut!(writer);
-            // Each row's leaf is hashed just before the row is sent, so hashing overlaps with the
-            // server's work on the rows already sent.
+            let sink = tx
+                .copy_in::<_, bytes::Bytes>(&copy)
+                .await
+                .map_err(classify)?;
+            futures::pin_mut!(sink);
+            let mut out = BytesMut::with_capacity(COPY_CHUNK * 2);
+            out.extend_from_slice(copy_rows::HEADER);
+            // Each row's leaf is hashed just before the row is queued, and rows are sent in
+            // chunks, so hashing overlaps with the server's work on the rows already sent.
             for (position, &ord) in (start..).zip(fresh.iter()) {
-                let Some(i) = usize::try_from(ord - 1)
-                    .ok()
-                    .filter(|&i| i < columns.event_id.len())
+                let i = usize::try_from(ord - 1).unwrap_or(usize::MAX);
+                let (Some(id), Some(payload)) =
+                    (columns.event_id.get(i), columns.payload_json.get(i))
                 else {
                     return Err(StoreError::Query(format!(
                         "the server returned an impossible batch ordinal {ord}"
                     )));
                 };
-                let leaf = event_leaf_hash(
-                    range.size(),
-                    columns.event_id[i],
-                    &recorded_text,
-                    columns.payload_json[i],
-                )
-                .map_err(|e| StoreError::Query(e.to_string()))?;
+                let leaf = event_leaf_hash(range.size(), id, &recorded_text, payload)
+                    .map_err(|e| StoreError::Query(e.to_string()))?;
                 range.append(leaf);
                 let leaf: &[u8] = &leaf;
-                let row: [&(dyn ToSql + Sync); 12] = [
-                    &columns.event_id[i],
-                    &columns.dataset_uuid[i],
-                    &columns.operation[i],
-                    &columns.crs_from[i],
-                    &columns.crs_to[i],
-                    &columns.processor_id[i],
-                    &recorded_at,
-                    &columns.payload_json[i],
-                    &position,
-                    &columns.started_at[i],
-                    &columns.ended_at[i],
-                    &leaf,
+                let tail: [(&(dyn ToSql + Sync), &Type); 3] = [
+                    (&recorded_at, &Type::TIMESTAMPTZ),
+                    (&position, &Type::INT8),
+                    (&leaf, &Type::BYTEA),
                 ];
-                if let Err(e) = writer.as_mut().write(&row).await {
-                    return race_or(tx, e).await;
+                columns
+                    .rows
+                    .finish_row(i, &tail, &mut out)
+                    .map_err(|e| StoreError::Query(format!("cannot encode event {id}: {e}")))?
+                    .ok_or_else(|| StoreError::Query(format!("no encoded row {i}")))?;
+                if out.len() >= COPY_CHUNK {
+                    if let Err(e) = sink.send(out.split().freeze()).await {
+                        return race_or(tx, e).await;
+                    }
                 }
             }
-            if let Err(e) = writer.as_mut().finish().await {
-                // An event stored by another commit between the edges and the lock (its edges
-                // were inserted twice), or by a writer that does not take the lock: start again;
-                // the next attempt sees it as stored.
+            out.extend_from_slice(copy_rows::TRAILER);
+            if let Err(e) = sink.send(out.split().freeze()).await {
+                return race_or(tx, e).await;
+            }
+            if let Err(e) = sink.finish().await {
+                // An event stored already (when not probed for), or stored by a writer that does
+                // not take the lock: start again; the next attempt probes and leaves it out.
                 return race_or(tx, e).await;
             }
             if range.size() != u64::try_from(size).unwrap_or(0) {
@@ -781,11 +778,19 @@ impl Store for PostgresStore {
             });
         }
         let ids: Vec<String> = batch.iter().map(|e| e.event_id.to_hex()).collect();
-        let columns = BatchColumns::new(batch, &ids);
+        let columns = BatchColumns::new(batch, &ids)?;
+        let repeats = columns.total - columns.event_id.len() as u64;
+        let mut probe = self.expect_duplicates.load(Ordering::Relaxed);
         for _ in 0..RACE_RETRIES {
-            if let Some(report) = self.try_commit(&mut client, &columns).await? {
+            if let Some(report) = self.try_commit(&mut client, &columns, probe).await? {
+                // Probe until a batch is found to hold no stored event: duplicates come in runs
+                // (a redelivered backlog after a crash, a replayed file).
+                self.expect_duplicates
+                    .store(report.duplicates > repeats, Ordering::Relaxed);
                 return Ok(report);
             }
+            probe = true;
+            self.expect_duplicates.store(true, Ordering::Relaxed);
         }
         Err(StoreError::Unavailable(
             "another writer that does not take geoprov's log lock keeps inserting the same \
@@ -857,13 +862,17 @@ impl Store for PostgresStore {
         let max_edges = max_nodes.saturating_mul(EDGES_PER_NODE_LIMIT);
         let mut client = self.ready_client().await?;
         let sql = match direction {
+            // The events that made a dataset of the frontier (found through the GIN index on
+            // `outputs`), and one row per (that output, input) pair of each.
             Direction::Upstream => {
-                "SELECT to_uuid, from_uuid, event_id, operation FROM lineage_edges \
-                 WHERE to_uuid = ANY($1::uuid[]) LIMIT $2"
+                "SELECT o, i, e.event_id, coalesce(e.operation, '') FROM lineage_events e \
+                 CROSS JOIN LATERAL unnest(e.outputs) o CROSS JOIN LATERAL unnest(e.inputs) i \
+                 WHERE e.outputs && $1::uuid[] AND o = ANY($1::uuid[]) LIMIT $2"
             }
             Direction::Downstream => {
-                "SELECT from_uuid, to_uuid, event_id, operation FROM lineage_edges \
-                 WHERE from_uuid = ANY($1::uuid[]) LIMIT $2"
+                "SELECT i, o, e.event_id, coalesce(e.operation, '') FROM lineage_events e \
+                 CROSS JOIN LATERAL unnest(e.inputs) i CROSS JOIN LATERAL unnest(e.outputs) o \
+                 WHERE e.inputs && $1::uuid[] AND i = ANY($1::uuid[]) LIMIT $2"
             }
         };
         let stmt = client.prepare_cached(sql).await.map_err(classify)?;
@@ -1417,86 +1426,76 @@ fn corrupt(e: tokio_postgres::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-/// A batch as the parameters of [`INSERT_EDGES`] and the rows of [`COPY_EVENTS`]: one element
-/// per distinct event (the first occurrence of a repeated id; the repeats are duplicates),
-/// borrowing the batch's text.
+/// A batch as the parameter of [`SELECT_FRESH`] and the rows of [`COPY_EVENTS`]: one element
+/// per distinct event (the first occurrence of a repeated id; the repeats are duplicates).
 struct BatchColumns<'a> {
     /// Events in the batch, repeats included (for the duplicate count).
     total: u64,
     event_id: Vec<&'a str>,
-    dataset_uuid: Vec<String>,
-    operation: Vec<&'a str>,
-    crs_from: Vec<Option<&'a str>>,
-    crs_to: Vec<Option<&'a str>>,
-    processor_id: Vec<&'a str>,
     payload_json: Vec<&'a str>,
-    started_at: Vec<Option<DateTime<Utc>>>,
-    ended_at: Vec<Option<DateTime<Utc>>>,
-    /// One element per distinct (input, output) pair of each distinct event.
-    edge_event: Vec<&'a str>,
-    edge_from: Vec<Uuid>,
-    edge_to: Vec<Uuid>,
+    /// Each event's row but for its last three fields (record time, position, leaf hash), which
+    /// the commit appends under the log lock.
+    rows: EncodedRows,
 }
 
 impl<'a> BatchColumns<'a> {
     /// `ids[i]` is the hex id of `batch[i]`.
-    fn new(batch: &'a [LineageEvent], ids: &'a [String]) -> BatchColumns<'a> {
+    fn new(batch: &'a [LineageEvent], ids: &'a [String]) -> Result<BatchColumns<'a>, StoreError> {
         let n = batch.len();
         let mut columns = BatchColumns {
             total: n as u64,
             event_id: Vec::with_capacity(n),
-            dataset_uuid: Vec::with_capacity(n),
-            operation: Vec::with_capacity(n),
-            crs_from: Vec::with_capacity(n),
-            crs_to: Vec::with_capacity(n),
-            processor_id: Vec::with_capacity(n),
             payload_json: Vec::with_capacity(n),
-            started_at: Vec::with_capacity(n),
-            ended_at: Vec::with_capacity(n),
-            edge_event: Vec::new(),
-            edge_from: Vec::new(),
-            edge_to: Vec::new(),
+            rows: EncodedRows::with_capacity(n, 1024),
         };
         let mut seen = HashSet::with_capacity(n);
-        let mut inputs = Vec::new();
-        let mut outputs = Vec::new();
         for (event, id) in batch.iter().zip(ids) {
             if !seen.insert(event.event_id) {
                 continue;
             }
+            let dataset_uuid = event.dataset_uuid.to_string();
+            let started_at = event.started_at.map(|t| t.with_timezone(&Utc));
+            let ended_at = event.ended_at.map(|t| t.with_timezone(&Utc));
+            let (inputs, outputs) = edge_ends(event);
+            let id_text: &str = id;
+            let crs_from = event.crs_from.as_deref();
+            let crs_to = event.crs_to.as_deref();
+            columns
+                .rows
+                .push(
+                    COPY_EVENT_FIELDS,
+                    &[
+                        (&id_text, &Type::TEXT),
+                        (&dataset_uuid, &Type::TEXT),
+                        (&event.operation, &Type::TEXT),
+                        (&crs_from, &Type::TEXT),
+                        (&crs_to, &Type::TEXT),
+                        (&event.processor_id, &Type::TEXT),
+                        (&event.payload_json, &Type::TEXT),
+                        (&started_at, &Type::TIMESTAMPTZ),
+                        (&ended_at, &Type::TIMESTAMPTZ),
+                        (&inputs, &Type::UUID_ARRAY),
+                        (&outputs, &Type::UUID_ARRAY),
+                    ],
+                )
+                .map_err(|e| StoreError::Query(format!("cannot encode event {id}: {e}")))?;
             columns.event_id.push(id);
-            columns.dataset_uuid.push(event.dataset_uuid.to_string());
-            columns.operation.push(&event.operation);
-            columns.crs_from.push(event.crs_from.as_deref());
-            columns.crs_to.push(event.crs_to.as_deref());
-            columns.processor_id.push(&event.processor_id);
             columns.payload_json.push(&event.payload_json);
-            columns
-                .started_at
-                .push(event.started_at.map(|t| t.with_timezone(&Utc)));
-            columns
-                .ended_at
-                .push(event.ended_at.map(|t| t.with_timezone(&Utc)));
-            distinct(&event.inputs, &mut inputs);
-            distinct(&event.outputs, &mut outputs);
-            for &from in &inputs {
-                for &to in &outputs {
-                    columns.edge_event.push(id);
-                    columns.edge_from.push(from);
-                    columns.edge_to.push(to);
-                }
-            }
         }
-        columns
+        Ok(columns)
     }
 }
 
-/// `ids` sorted and without repeats, into `out` (a repeated input makes one edge, not two).
-fn distinct(ids: &[Uuid], out: &mut Vec<Uuid>) {
-    out.clear();
-    out.extend_from_slice(ids);
-    out.sort_unstable();
-    out.dedup();
+/// The `inputs` and `outputs` columns of `event`: each sorted and without repeats (a repeated
+/// input makes one edge, not two). The event's lineage edges are every input x every output.
+fn edge_ends(event: &LineageEvent) -> (Vec<Uuid>, Vec<Uuid>) {
+    let distinct = |ids: &[Uuid]| {
+        let mut out = ids.to_vec();
+        out.sort_unstable();
+        out.dedup();
+        out
+    };
+    (distinct(&event.inputs), distinct(&event.outputs))
 }
 
 /// One page of adopted rows as the array parameters of the adoption's UPDATE and INSERT.
@@ -1508,21 +1507,16 @@ struct AdoptionPage {
     leaves: Vec<Vec<u8>>,
     started_at: Vec<Option<DateTime<Utc>>>,
     ended_at: Vec<Option<DateTime<Utc>>>,
-    edge_from: Vec<Uuid>,
-    edge_to: Vec<Uuid>,
-    edge_event: Vec<String>,
-    edge_operation: Vec<String>,
+    /// The `inputs` and `outputs` columns as array literals (`{uuid,uuid}`), cast by the
+    /// server: one text per row is simpler to send than a ragged two-dimensional array. `None`
+    /// for a row whose payload could not be parsed.
+    inputs: Vec<Option<String>>,
+    outputs: Vec<Option<String>>,
 }
 
 impl AdoptionPage {
     /// Add one row; false when its payload could not be parsed (it gets a position, no edges).
-    fn push(
-        &mut self,
-        event_id: String,
-        operation: Option<String>,
-        payload: Option<&str>,
-        position: i64,
-    ) -> bool {
+    fn push(&mut self, event_id: String, payload: Option<&str>, position: i64) -> bool {
         let parsed = payload.map(|p| parse_event(p.as_bytes(), usize::MAX));
         let event = match parsed {
             Some(Ok(event)) => Some(event),
@@ -1558,21 +1552,15 @@ impl AdoptionPage {
                 .and_then(|e| e.ended_at)
                 .map(|t| t.with_timezone(&Utc)),
         );
-        if let Some(event) = event {
-            let operation = operation.unwrap_or_else(|| event.operation.clone());
-            let mut inputs = Vec::new();
-            let mut outputs = Vec::new();
-            distinct(&event.inputs, &mut inputs);
-            distinct(&event.outputs, &mut outputs);
-            for &from in &inputs {
-                for &to in &outputs {
-                    self.edge_from.push(from);
-                    self.edge_to.push(to);
-                    self.edge_event.push(event_id.clone());
-                    self.edge_operation.push(operation.clone());
-                }
-            }
-        }
+        let literal = |ids: &[Uuid]| {
+            let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+            format!("{{{}}}", ids.join(","))
+        };
+        let ends = event.as_ref().map(edge_ends);
+        self.inputs
+            .push(ends.as_ref().map(|(inputs, _)| literal(inputs)));
+        self.outputs
+            .push(ends.as_ref().map(|(_, outputs)| literal(outputs)));
         self.ids.push(event_id);
         parsed_ok
     }
@@ -2216,12 +2204,13 @@ mod tests {
         };
         let batch = vec![event.clone(), event];
         let ids: Vec<String> = batch.iter().map(|e| e.event_id.to_hex()).collect();
-        let columns = BatchColumns::new(&batch, &ids);
+        let columns = match BatchColumns::new(&batch, &ids) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
         assert_eq!(columns.total, 2);
         assert_eq!(columns.event_id.len(), 1);
-        assert_eq!(columns.edge_from, vec![a, b]);
-        assert_eq!(columns.edge_to, vec![out, out]);
-        assert_eq!(columns.dataset_uuid, vec![out.to_string()]);
+        assert_eq!(edge_ends(&batch[0]), (vec![a, b], vec![out]));
     }
 
     #[test]

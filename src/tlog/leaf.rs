@@ -45,8 +45,9 @@
 //! Not here: reading rows, deciding the record time, hashing the payload into `event_id`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use sha2::{Digest, Sha256};
 
-use super::merkle::leaf_hash;
+use super::merkle::LEAF_PREFIX;
 use super::{Hash, TlogError};
 
 /// The version tag every `geoprov/leaf/v1` leaf starts with. A future encoding MUST use a
@@ -60,14 +61,19 @@ pub fn format_recorded_at(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Appends `u32be(len(field)) || field` to `out`.
-fn push_field(out: &mut Vec<u8>, name: &str, field: &str) -> Result<(), TlogError> {
-    let len = u32::try_from(field.len()).map_err(|_| {
+/// The u32 length prefix of a leaf field.
+fn field_len(name: &str, field: &str) -> Result<u32, TlogError> {
+    u32::try_from(field.len()).map_err(|_| {
         TlogError::InvalidArgument(format!(
             "leaf field {name} is {} bytes, more than a u32 length can say",
             field.len()
         ))
-    })?;
+    })
+}
+
+/// Appends `u32be(len(field)) || field` to `out`.
+fn push_field(out: &mut Vec<u8>, name: &str, field: &str) -> Result<(), TlogError> {
+    let len = field_len(name, field)?;
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(field.as_bytes());
     Ok(())
@@ -101,6 +107,9 @@ pub fn leaf_data(
 
 /// `leaf_hash(leaf_data(...))`: the Merkle leaf hash of a stored event.
 ///
+/// The leaf bytes are streamed into the hash rather than built first, so the payload is not
+/// copied: this runs for every event while a PostgreSQL commit holds the log lock.
+///
 /// # Errors
 ///
 /// As [`leaf_data`].
@@ -110,18 +119,39 @@ pub fn event_leaf_hash(
     recorded_at: &str,
     payload_json: &str,
 ) -> Result<Hash, TlogError> {
-    Ok(leaf_hash(&leaf_data(
-        position,
-        event_id_hex,
-        recorded_at,
-        payload_json,
-    )?))
+    let mut h = Sha256::new();
+    h.update([LEAF_PREFIX]);
+    h.update(LEAF_VERSION_TAG.as_bytes());
+    h.update(position.to_be_bytes());
+    for (name, field) in [
+        ("event_id", event_id_hex),
+        ("recorded_at", recorded_at),
+        ("payload_json", payload_json),
+    ] {
+        h.update(field_len(name, field)?.to_be_bytes());
+        h.update(field.as_bytes());
+    }
+    Ok(h.finalize().into())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::merkle::leaf_hash;
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn the_streamed_leaf_hash_is_the_hash_of_the_leaf_bytes() {
+        for (position, payload) in [(0, "{}"), (7, "{\"a\": 1}"), (u64::MAX, "")] {
+            let id = "ab".repeat(32);
+            let at = "2024-05-06T07:08:09.123456Z";
+            let bytes = leaf_data(position, &id, at, payload).expect("bytes");
+            assert_eq!(
+                event_leaf_hash(position, &id, at, payload).expect("hash"),
+                leaf_hash(&bytes)
+            );
+        }
+    }
 
     #[test]
     fn recorded_at_is_rfc3339_utc_micros_z() {

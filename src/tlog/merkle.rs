@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use super::{Hash, TlogError};
 
 /// Domain-separation prefix of a leaf hash (RFC 6962 section 2.1).
-const LEAF_PREFIX: u8 = 0x00;
+pub(crate) const LEAF_PREFIX: u8 = 0x00;
 /// Domain-separation prefix of an interior node hash (RFC 6962 section 2.1).
 const NODE_PREFIX: u8 = 0x01;
 /// The largest tree size geoprov handles: log positions are SQL `BIGINT` (i64), so sizes stay

@@ -210,6 +210,130 @@ async fn geoprov_columns_and_edges_are_stored() {
     assert_eq!(edges, want, "one edge per distinct input and output");
 }
 
+/// A log written before migration 3 kept its edges in the `lineage_edges` table: the migration
+/// moves them into the rows' `inputs` and `outputs`, walks find the same edges, the
+/// `lineage_edges` view lists the same pairs, and new events join the same graph.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_3_moves_the_edges_table_into_the_rows() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let raw = schema.raw().await;
+    // A schema-1 log (migration 2 gives it its leaf hashes on the way): three events, two of
+    // them with edges, written row by row as schema 1 wrote them.
+    raw.batch_execute(include_str!(
+        "../../src/store/migrations/postgres/0001_init.sql"
+    ))
+    .await
+    .expect("schema 1");
+    raw.batch_execute(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, \
+         applied_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO schema_migrations (version, name) VALUES (1, '0001_init');",
+    )
+    .await
+    .expect("version 1");
+    let (src, other, a, b) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    let events = [
+        step("ingest", &[], &[src]),
+        step("reproject", &[src], &[a]),
+        step("mosaic", &[a, other], &[b]),
+    ];
+    let mut old_pairs = Vec::new();
+    for (position, e) in (0_i64..).zip(&events) {
+        raw.execute(
+            "INSERT INTO lineage_events (event_id, dataset_uuid, operation, crs_from, crs_to, \
+             processor_id, \"timestamp\", payload_json, log_position) \
+             VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8)",
+            &[
+                &e.event_id.to_hex(),
+                &e.dataset_uuid.to_string(),
+                &e.operation,
+                &e.crs_from,
+                &e.crs_to,
+                &e.processor_id,
+                &e.payload_json,
+                &position,
+            ],
+        )
+        .await
+        .expect("row");
+        for &from in &e.inputs {
+            for &to in &e.outputs {
+                raw.execute(
+                    "INSERT INTO lineage_edges (from_uuid, to_uuid, event_id, operation) \
+                     VALUES ($1, $2, $3, $4)",
+                    &[&from, &to, &e.event_id.to_hex(), &e.operation],
+                )
+                .await
+                .expect("edge");
+                old_pairs.push((from, to, e.event_id.to_hex(), e.operation.clone()));
+            }
+        }
+    }
+    raw.batch_execute("UPDATE log_head SET size = 3")
+        .await
+        .expect("head");
+
+    let store = PostgresStore::open_and_migrate(&schema.url())
+        .await
+        .expect("migrate");
+    let mut view: Vec<(Uuid, Uuid, String, String)> = raw
+        .query(
+            "SELECT from_uuid, to_uuid, event_id, operation FROM lineage_edges",
+            &[],
+        )
+        .await
+        .expect("view")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    view.sort();
+    old_pairs.sort();
+    assert_eq!(view, old_pairs, "the view lists the pairs the table held");
+    let no_edges: (Option<Vec<Uuid>>, Option<Vec<Uuid>>) = {
+        let row = raw
+            .query_one(
+                "SELECT inputs, outputs FROM lineage_events WHERE log_position = 0",
+                &[],
+            )
+            .await
+            .expect("row 0");
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(
+        no_edges,
+        (None, None),
+        "an event without edges had nothing to move"
+    );
+    let up = store
+        .lineage(b, Direction::Upstream, 10)
+        .await
+        .expect("walk");
+    let reached: std::collections::BTreeSet<Uuid> = up.nodes.iter().map(|n| n.0).collect();
+    assert_eq!(reached, [src, other, a, b].into_iter().collect());
+    assert_eq!(up.edges.len(), 3);
+
+    // A new event downstream of an old dataset joins the same graph.
+    let c = Uuid::new_v4();
+    store
+        .commit_batch(&[step("tile", &[src], &[c])])
+        .await
+        .expect("append");
+    let down = store
+        .lineage(src, Direction::Downstream, 10)
+        .await
+        .expect("walk");
+    let reached: std::collections::BTreeSet<Uuid> = down.nodes.iter().map(|n| n.0).collect();
+    assert_eq!(reached, [src, a, b, c].into_iter().collect());
+    assert_eq!(store.count().await.expect("count"), 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_delete_and_truncate_are_refused() {
     let Some(schema) = TestSchema::create().await else {
@@ -231,9 +355,8 @@ async fn update_delete_and_truncate_are_refused() {
         "UPDATE lineage_events SET leaf_hash = '\\x00'",
         "DELETE FROM lineage_events",
         "TRUNCATE lineage_events",
-        "UPDATE lineage_edges SET operation = 'forged'",
-        "DELETE FROM lineage_edges",
-        "TRUNCATE lineage_edges",
+        "UPDATE lineage_events SET inputs = NULL",
+        "UPDATE lineage_events SET outputs = '{}'",
     ] {
         let err = raw.batch_execute(sql).await.expect_err(sql);
         let message = err
@@ -241,6 +364,14 @@ async fn update_delete_and_truncate_are_refused() {
             .map(|e| e.message().to_string())
             .unwrap_or_else(|| err.to_string());
         assert!(message.contains("is append-only"), "{sql}: {message}");
+    }
+    // The edges are a view computed from the rows: nothing can be written through it either.
+    for sql in [
+        "DELETE FROM lineage_edges",
+        "INSERT INTO lineage_edges SELECT from_uuid, from_uuid, event_id, operation \
+         FROM lineage_edges",
+    ] {
+        raw.batch_execute(sql).await.expect_err(sql);
     }
     let stored = store
         .get_event(&event.event_id)

@@ -1008,7 +1008,7 @@ async fn a_least_privilege_worker_role_appends_and_checkpoints() {
     raw.batch_execute(&format!(
         "CREATE ROLE {role} LOGIN;
          GRANT USAGE ON SCHEMA {s} TO {role};
-         GRANT SELECT, INSERT ON lineage_events, lineage_edges, log_checkpoints TO {role};
+         GRANT SELECT, INSERT ON lineage_events, log_checkpoints TO {role};
          GRANT SELECT, UPDATE ON log_head TO {role};
          GRANT SELECT ON schema_migrations TO {role};",
         s = schema.name
