@@ -76,6 +76,9 @@
 //! - `enqueue` returns `Ok` only after the transaction is committed with `synchronous = FULL`:
 //!   the WAL is fsynced, so the messages survive kill -9 and a power cut. The whole slice is
 //!   enqueued or none of it is.
+//! - `receive`, `extend`, `retry_later` and `ack` commit without an fsync (`synchronous =
+//!   NORMAL`, still safe against kill -9): a power cut may undo the last of them, which can only
+//!   make a message visible again, never lose one (see `Durability`).
 //! - At-least-once delivery: a message leaves `messages` only through `ack` or `dead_letter`.
 //!   A message may be delivered twice (a lease expires while a slow worker still holds it; a lease
 //!   is fsynced but then its worker dies), which the idempotent store absorbs.

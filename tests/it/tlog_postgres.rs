@@ -1030,6 +1030,30 @@ async fn a_least_privilege_worker_role_appends_and_checkpoints() {
                 .await
                 .map_err(|e| geoprov::store::StoreError::Query(e.to_string()))?;
         }
+        // The role may merge the edge indexes' pending lists through the owner's function,
+        // and only through it (gin_clean_pending_list itself wants the index's owner).
+        let (client, connection) =
+            tokio_postgres::connect(&format!("postgres://{role}@{rest}"), tokio_postgres::NoTls)
+                .await
+                .map_err(geoprov::store::postgres::classify)?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("SET search_path TO {}", schema.name))
+            .await
+            .map_err(geoprov::store::postgres::classify)?;
+        let merged: i64 = client
+            .query_one("SELECT geoprov_clean_edge_indexes()", &[])
+            .await
+            .map_err(geoprov::store::postgres::classify)?
+            .get(0);
+        assert!(merged >= 0);
+        assert!(client
+            .query_one(
+                "SELECT gin_clean_pending_list('lineage_events_inputs')",
+                &[]
+            )
+            .await
+            .is_err());
         Ok::<_, geoprov::store::StoreError>(store.tree_head().await?.size)
     }
     .await;
