@@ -15,6 +15,9 @@ pub mod embedded;
 pub mod redis_celery;
 mod redis_common;
 pub mod redis_streams;
+pub mod results;
+
+pub use results::ResultBackend;
 
 use std::sync::Arc;
 use std::time::Duration;

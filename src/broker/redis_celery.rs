@@ -77,14 +77,14 @@ use super::redis_common::{
     self, add_dead_letter, map_err, now_secs, value_bytes, value_text, RedisDeadLetters,
     ReplayTarget,
 };
+use super::ResultBackend;
 use super::{
     Broker, BrokerError, BrokerOptions, Consumer, ConsumerOptions, DeadLetterQueue, Delivery,
     DeliveryTag, Producer,
 };
+use crate::celery::TaskRef;
 use crate::event::python_json;
 use crate::event::LineageEvent;
-use crate::worker::results::ResultBackend;
-use crate::worker::TaskRef;
 
 /// Default queue name, as Celery's.
 pub const DEFAULT_QUEUE: &str = "celery";

@@ -96,7 +96,9 @@ pub use decode::{
 };
 pub use error::{CeleryError, CeleryErrorKind};
 pub use kombu::untag_kombu_values;
-pub use result::{result_key, result_meta_failure, result_meta_revoked, result_meta_success};
+pub use result::{
+    result_key, result_meta_failure, result_meta_revoked, result_meta_success, TaskRef,
+};
 
 use chrono::{DateTime, Utc};
 

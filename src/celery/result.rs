@@ -108,3 +108,12 @@ pub(crate) fn isoformat(t: &DateTime<Utc>) -> String {
         t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
     }
 }
+
+/// The Celery task a message carried: what a result backend needs after the commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRef {
+    /// The task id (`celery-task-meta-<id>`).
+    pub id: String,
+    /// The caller asked for no result.
+    pub ignore_result: bool,
+}

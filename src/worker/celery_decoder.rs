@@ -10,8 +10,9 @@
 
 use chrono::Utc;
 
-use super::pipeline::{Decoded, Decoder, TaskRef};
+use super::pipeline::{Decoded, Decoder};
 use crate::broker::Delivery;
+use crate::celery::TaskRef;
 use crate::celery::{decode_amqp, decode_redis_envelope, AmqpDelivery, CeleryErrorKind};
 use crate::event::validate::event_from_value;
 

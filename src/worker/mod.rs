@@ -14,7 +14,6 @@ pub mod celery_decoder;
 pub mod checkpointer;
 pub mod pipeline;
 pub mod rate_limit;
-pub mod results;
 pub mod retry;
 
 use std::sync::Arc;
@@ -28,11 +27,12 @@ use crate::metrics;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 
+pub use crate::broker::ResultBackend;
+pub use crate::celery::TaskRef;
 pub use celery_decoder::CeleryDecoder;
 pub use checkpointer::{CheckpointOptions, Checkpointer};
-pub use pipeline::{Decoded, Decoder, NativeDecoder, TaskRef};
+pub use pipeline::{Decoded, Decoder, NativeDecoder};
 pub use rate_limit::RateLimiter;
-pub use results::ResultBackend;
 pub use retry::Backoff;
 
 /// How a worker batches and retries.

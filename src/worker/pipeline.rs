@@ -2,6 +2,7 @@
 //! dead-lettered. Pure and synchronous; the worker calls it for every message.
 
 use crate::broker::Delivery;
+use crate::celery::TaskRef;
 use crate::event::{parse_event, LineageEvent};
 
 /// What the worker does with one delivery.
@@ -18,15 +19,6 @@ pub enum Decoded {
     /// Not yet: give the message back to be delivered again after this long (a Celery task
     /// whose `eta` is in the future). It MUST NOT be persisted before then.
     Defer(std::time::Duration),
-}
-
-/// The Celery task a message carried: what a result backend needs after the commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskRef {
-    /// The task id (`celery-task-meta-<id>`).
-    pub id: String,
-    /// The caller asked for no result.
-    pub ignore_result: bool,
 }
 
 /// Turns deliveries into events. One implementation per wire format (native JSON, Celery).

@@ -1,15 +1,16 @@
 //! Task results: an optional hook the worker calls after a batch is committed, so that a
 //! Celery caller's `AsyncResult.get()` sees `SUCCESS:<event_id>` (see
-//! `broker::redis_celery::RedisCeleryResults`). The task id comes from the decoder
-//! ([`super::TaskRef`]), so nothing is decoded twice.
+//! [`super::redis_celery::RedisCeleryResults`]). The task id comes from the decoder
+//! ([`crate::celery::TaskRef`]), so nothing is decoded twice. The trait sits with the brokers,
+//! which implement it, so that the worker depends on the broker module and never the reverse.
 //!
 //! Results are best effort: lineage is never held back for them. A failed write is logged and
 //! not retried; the events themselves are committed and acknowledged either way.
 
 use async_trait::async_trait;
 
-use super::TaskRef;
-use crate::broker::BrokerError;
+use super::BrokerError;
+use crate::celery::TaskRef;
 use crate::event::LineageEvent;
 
 /// Where the results of committed tasks are written.
