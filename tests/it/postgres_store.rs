@@ -221,18 +221,7 @@ async fn migration_3_moves_the_edges_table_into_the_rows() {
     let raw = schema.raw().await;
     // A schema-1 log (migration 2 gives it its leaf hashes on the way): three events, two of
     // them with edges, written row by row as schema 1 wrote them.
-    raw.batch_execute(include_str!(
-        "../../src/store/migrations/postgres/0001_init.sql"
-    ))
-    .await
-    .expect("schema 1");
-    raw.batch_execute(
-        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, \
-         applied_at timestamptz NOT NULL DEFAULT now());
-         INSERT INTO schema_migrations (version, name) VALUES (1, '0001_init');",
-    )
-    .await
-    .expect("version 1");
+    pg::create_schema_1(&raw).await;
     let (src, other, a, b) = (
         Uuid::new_v4(),
         Uuid::new_v4(),

@@ -657,18 +657,7 @@ async fn migration_2_backfills_the_leaves_of_a_version_1_log() {
     };
     let raw = schema.raw().await;
     // A log written by a schema-1 geoprov: rows with positions but no leaf hashes.
-    raw.batch_execute(include_str!(
-        "../../src/store/migrations/postgres/0001_init.sql"
-    ))
-    .await
-    .expect("schema 1");
-    raw.batch_execute(
-        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, \
-         applied_at timestamptz NOT NULL DEFAULT now());
-         INSERT INTO schema_migrations (version, name) VALUES (1, '0001_init');",
-    )
-    .await
-    .expect("version 1");
+    pg::create_schema_1(&raw).await;
     let base = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
     for i in 0..25_i64 {
         let e = event(usize::try_from(i).expect("small"));

@@ -312,3 +312,22 @@ pub async fn rows_distinct_dense(client: &tokio_postgres::Client) -> (i64, i64, 
     let dense = n == 0 || (min == Some(0) && max == Some(n - 1) && positions == n);
     (n, distinct, dense)
 }
+
+/// The tables a schema-1 geoprov created (migration 0001 as shipped), recorded as version 1, in
+/// the client's current schema: the starting point of the upgrade tests.
+pub async fn create_schema_1(client: &tokio_postgres::Client) {
+    client
+        .batch_execute(include_str!(
+            "../../../src/store/migrations/postgres/0001_init.sql"
+        ))
+        .await
+        .expect("schema 1");
+    client
+        .batch_execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, \
+             applied_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO schema_migrations (version, name) VALUES (1, '0001_init');",
+        )
+        .await
+        .expect("version 1");
+}
