@@ -272,6 +272,8 @@ const GEOPROV_COLUMNS: &[(&str, &str)] = &[
     ("started_at", "timestamp with time zone"),
     ("ended_at", "timestamp with time zone"),
     ("leaf_hash", "bytea"),
+    ("inputs", "uuid[]"),
+    ("outputs", "uuid[]"),
 ];
 
 /// Options that code (rather than the URL) may set; the URL's parameters win.

@@ -455,6 +455,31 @@ async fn a_table_of_another_shape_is_not_adopted() {
     assert_eq!(n, 1, "the table is left as it was");
 }
 
+/// A reference table that already has a column by the name of one of geoprov's, of another type,
+/// is refused before anything is changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_with_a_geoprov_column_of_another_type_is_not_adopted() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    schema
+        .raw()
+        .await
+        .batch_execute(
+            "CREATE TABLE lineage_events (event_id text PRIMARY KEY, dataset_uuid text, \
+             operation text, crs_from text, crs_to text, processor_id text, \
+             timestamp timestamptz, payload_json text, inputs text[]);",
+        )
+        .await
+        .expect("reference table with an inputs column");
+    let store = PostgresStore::open(&schema.url()).await.expect("open");
+    let err = store.migrate().await.expect_err("not adoptable");
+    assert!(
+        matches!(&err, StoreError::Schema(m) if m.contains("column inputs is text[], not uuid[]")),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_is_a_transient_error() {
     let port = crate::support::free_port();
