@@ -7,7 +7,7 @@
 //!     GEOPROV_BENCH_ARGS="--concurrency 4 --batch-size 1000" cargo bench --bench pg_copy
 //! ```
 //!
-//! 1. `geoprov bench --store postgres://...?schema=<scratch>&pool_size=6 --events N
+//! 1. `geoprov bench --store postgres://...?schema=<scratch>&pool_size=6&sslmode=disable --events N
 //!    $GEOPROV_BENCH_ARGS` (default `--concurrency 4`) pushes N events through the embedded
 //!    broker and the worker tasks into a fresh schema, end to end.
 //! 2. The rows it stored are read back as COPY text (the seed's eight columns plus
@@ -71,7 +71,13 @@ async fn run(
     events: usize,
 ) -> Result<(), String> {
     let separator = if server.contains('?') { '&' } else { '?' };
-    let store = format!("{server}{separator}schema={schema}&pool_size=6");
+    // Without TLS unless the server URL asks for it, like the COPY connection below (NoTls).
+    let tls = if server.contains("sslmode=") {
+        ""
+    } else {
+        "&sslmode=disable"
+    };
+    let store = format!("{server}{separator}schema={schema}&pool_size=6{tls}");
     // Four worker tasks by default: on PostgreSQL a worker task spends most of a batch on the
     // broker (take, decode, acknowledge) and the commit's lock is held only for the COPY of the
     // events, so more tasks than the default two keep the database busy.
