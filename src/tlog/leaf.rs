@@ -38,9 +38,10 @@
 //! The leaf covers *everything stored for the event*. The seed columns `dataset_uuid`,
 //! `operation`, `crs_from`, `crs_to` and `processor_id` (and geoprov's `started_at`,
 //! `ended_at` and the lineage edges) are not hashed on their own: they are derived from
-//! `payload_json`, so a verifier re-derives them from the payload (with
-//! `crate::event::parse_event`) and compares them with the stored columns. `event_id` is both
-//! hashed here and checked against `SHA-256(payload_json)`.
+//! `payload_json`, so a verifier can re-derive them from the payload (with
+//! `crate::event::parse_event`) and compare them with the stored columns; `geoprov verify` does
+//! so for the seed columns (not yet for event times and edges). `event_id` is both hashed here
+//! and checked against `SHA-256(payload_json)`.
 //!
 //! Not here: reading rows, deciding the record time, hashing the payload into `event_id`.
 

@@ -549,7 +549,12 @@ fn celery_worker_killed_mid_stream_then_restarted_stores_every_event_once_over_r
         stored_ids(data.path()).len() >= 3000
     });
     let log = second.log_text();
-    assert!(done, "not all stored after restart; log:\n{log}");
+    assert!(
+        done,
+        "not all stored after restart ({} stored, {} ready in the queue); log:\n{log}",
+        stored_ids(data.path()).len(),
+        ready(&url, &env.queue)
+    );
     assert!(
         wait_until(Duration::from_secs(10), || ready(&url, &env.queue) == 0),
         "everything acknowledged"
