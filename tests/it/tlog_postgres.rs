@@ -999,7 +999,8 @@ async fn a_least_privilege_worker_role_appends_and_checkpoints() {
          GRANT USAGE ON SCHEMA {s} TO {role};
          GRANT SELECT, INSERT ON lineage_events, log_checkpoints TO {role};
          GRANT SELECT, UPDATE ON log_head TO {role};
-         GRANT SELECT ON schema_migrations TO {role};",
+         GRANT SELECT ON schema_migrations TO {role};
+         GRANT EXECUTE ON FUNCTION geoprov_clean_edge_indexes() TO {role};",
         s = schema.name
     ))
     .await
