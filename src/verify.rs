@@ -27,7 +27,11 @@
 //! after the previous matching checkpoint: the report names that range of positions.
 //!
 //! After the rows: the recomputed root at the log head's size MUST equal the root of the stored
-//! frontier (`log_head`); no row may exist beyond the head; no checkpoint may be beyond the log.
+//! frontier (`log_head`); the stored lineage edges of those rows MUST be exactly the edges their
+//! payloads name (each distinct input x each distinct output), compared as order-independent
+//! keyed digests ([`EdgeSum`]), so an edge added, removed or changed is caught without holding
+//! the edges in memory, and an edge naming an event that is not stored is named; no row may
+//! exist beyond the head; no checkpoint may be beyond the log.
 //! Rows after the latest checkpoint are intact as far as the rows go, but nothing signed covers
 //! them yet: they are reported as a warning, not a failure.
 //!
@@ -37,9 +41,10 @@
 //! the per-row checks of a page run on all cores; only the frontier (O(log n) hashes) and one
 //! or two pages are in memory at a time, however long the log.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use crate::event::{parse_event, EventId};
+use crate::event::{parse_event, EventId, LineageEvent};
 use crate::store::{transparency_log, Store, StoreError, StoredCheckpoint, StoredEvent};
 use crate::tlog::{
     event_leaf_hash, format_recorded_at, Checkpoint, CompactRange, Hash, TlogError, Verifier,
@@ -50,6 +55,56 @@ pub const DEFAULT_PAGE_SIZE: usize = 20_000;
 
 /// Checkpoints read per store call.
 const CHECKPOINT_PAGE: usize = 1_000;
+
+/// Edges (or, on PostgreSQL, events' worth of edges) read per store call.
+const EDGE_PAGE: usize = 10_000;
+
+/// The key of [`EdgeSum`]'s hash: std's SipHash with keys drawn at random for each run.
+type EdgeKey = std::collections::hash_map::RandomState;
+
+/// An order-independent digest of a multiset of lineage edges: how many, and the wrapping sum
+/// of a keyed 64-bit hash of each `(event_id, from, to)`. The edges the payloads name and the
+/// edges the store holds are each summed as they stream by (flat memory, any order), and must
+/// give the same digest. The key is drawn at random when `verify` runs, after any tampering,
+/// so a changed, added or removed edge changes the digest except with probability about 2^-64.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct EdgeSum {
+    count: u64,
+    sum: u128,
+}
+
+impl EdgeSum {
+    fn add(&mut self, key: &EdgeKey, event_id: &str, from: &str, to: &str) {
+        self.count += 1;
+        self.sum = self
+            .sum
+            .wrapping_add(u128::from(key.hash_one((event_id, from, to))));
+    }
+
+    fn merge(&mut self, other: EdgeSum) {
+        self.count += other.count;
+        self.sum = self.sum.wrapping_add(other.sum);
+    }
+
+    /// The edges `event` names, stored under `event_id`: each distinct input x each distinct
+    /// output, as the stores write them.
+    fn of_event(key: &EdgeKey, event_id: &str, event: &LineageEvent) -> EdgeSum {
+        let distinct = |ids: &[uuid::Uuid]| {
+            let mut ids = ids.to_vec();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.iter().map(uuid::Uuid::to_string).collect::<Vec<_>>()
+        };
+        let (inputs, outputs) = (distinct(&event.inputs), distinct(&event.outputs));
+        let mut sum = EdgeSum::default();
+        for from in &inputs {
+            for to in &outputs {
+                sum.add(key, event_id, from, to);
+            }
+        }
+        sum
+    }
+}
 
 /// How to verify.
 #[derive(Debug, Clone)]
@@ -168,9 +223,13 @@ async fn per_row_hashes(
     Ok(out)
 }
 
-/// Checks one row against its payload and stored leaf hash; returns the recomputed leaf hash or
-/// why the row is bad.
-fn check_row(row: &StoredEvent, stored: Option<&Hash>) -> Result<Hash, String> {
+/// Checks one row against its payload and stored leaf hash; returns the recomputed leaf hash and
+/// the digest of the edges its payload names, or why the row is bad.
+fn check_row(
+    row: &StoredEvent,
+    stored: Option<&Hash>,
+    key: &EdgeKey,
+) -> Result<(Hash, EdgeSum), String> {
     let event = parse_event(row.payload_json.as_bytes(), usize::MAX);
     let canonical = matches!(&event, Ok(e) if e.payload_json == row.payload_json);
     let id_matches = match &event {
@@ -226,27 +285,30 @@ fn check_row(row: &StoredEvent, stored: Option<&Hash>) -> Result<Hash, String> {
             "the stored leaf_hash does not match the row (recomputed {})",
             hex::encode(leaf)
         )),
-        Some(_) => Ok(leaf),
+        Some(_) => Ok((leaf, EdgeSum::of_event(key, &row.event_id, &event))),
     }
 }
 
-/// Checks a page's rows on all cores; returns their leaf hashes or the first bad row's index
-/// and reason.
-fn check_page(page: &Page) -> Result<Vec<Hash>, (usize, String)> {
+/// Each row's leaf hash and edge digest, or the first bad row's index and reason.
+type RowChecks = Result<Vec<(Hash, EdgeSum)>, (usize, String)>;
+
+/// Checks a page's rows on all cores; returns their leaf hashes and edge digests, or the first
+/// bad row's index and reason.
+fn check_page(page: &Page, key: &EdgeKey) -> RowChecks {
     let threads = std::thread::available_parallelism()
         .map(std::num::NonZeroUsize::get)
         .unwrap_or(1);
     let n = page.rows.len();
     let chunk = n.div_ceil(threads).max(256);
-    let check = |start: usize, end: usize| -> Result<Vec<Hash>, (usize, String)> {
+    let check = |start: usize, end: usize| -> RowChecks {
         (start..end)
-            .map(|i| check_row(&page.rows[i], page.stored[i].as_ref()).map_err(|e| (i, e)))
+            .map(|i| check_row(&page.rows[i], page.stored[i].as_ref(), key).map_err(|e| (i, e)))
             .collect()
     };
     if n <= chunk {
         return check(0, n);
     }
-    let results: Vec<Result<Vec<Hash>, (usize, String)>> = std::thread::scope(|scope| {
+    let results: Vec<RowChecks> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..n)
             .step_by(chunk)
             .map(|start| {
@@ -363,6 +425,52 @@ fn open_note(verifier: &Verifier, note: &str) -> Result<Checkpoint, String> {
     })
 }
 
+/// The stored lineage edges of the events at positions below `size` must be exactly the edges
+/// their payloads name (`named`); an edge whose event is not stored at all is reported as such.
+/// Edges of events committed after the rows were read (positions `size` and up) are skipped.
+async fn check_edges(
+    log: &dyn crate::store::TransparencyLog,
+    size: u64,
+    key: &EdgeKey,
+    named: EdgeSum,
+) -> Result<(), VerifyError> {
+    let mut stored = EdgeSum::default();
+    let mut cursor = 0u64;
+    loop {
+        let page = log.edges(cursor, EDGE_PAGE).await?;
+        for edge in &page.edges {
+            match edge.position {
+                None => {
+                    return Err(tampered(format!(
+                        "lineage edge {} -> {} names event {}, which is not in the log",
+                        edge.from, edge.to, edge.event_id
+                    )))
+                }
+                Some(position) if position >= size => {}
+                Some(_) => stored.add(key, &edge.event_id, &edge.from, &edge.to),
+            }
+        }
+        match page.next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    if stored != named {
+        let what = if stored.count == named.count {
+            "an edge was changed".to_string()
+        } else {
+            format!(
+                "{} stored, {} named by the payloads",
+                stored.count, named.count
+            )
+        };
+        return Err(tampered(format!(
+            "the lineage edges do not match the payloads in the log ({what})"
+        )));
+    }
+    Ok(())
+}
+
 /// Verifies the whole log of `store` (see the module documentation).
 ///
 /// # Errors
@@ -433,6 +541,8 @@ pub async fn verify_log(
     let due = next_due(&mut cursor, store.as_ref(), 0).await?;
     check_due(&mut walk, due, &mut external_checked)?;
 
+    let edge_key = Arc::new(EdgeKey::new());
+    let mut named_edges = EdgeSum::default();
     let mut from = 0u64;
     let mut pending =
         (from < size).then(|| tokio::spawn(read_page(Arc::clone(&store), from, size, page_size)));
@@ -460,7 +570,8 @@ pub async fn verify_log(
         let page = Arc::new(page);
         let checked = {
             let page = Arc::clone(&page);
-            tokio::task::spawn_blocking(move || check_page(&page))
+            let key = Arc::clone(&edge_key);
+            tokio::task::spawn_blocking(move || check_page(&page, &key))
                 .await
                 .map_err(|e| {
                     VerifyError::Store(StoreError::Query(format!("check task failed: {e}")))
@@ -471,17 +582,20 @@ pub async fn verify_log(
             Err((index, why)) => {
                 // Re-check the rows before the failure to get their leaves.
                 let leaves = (0..index)
-                    .filter_map(|i| check_row(&page.rows[i], page.stored[i].as_ref()).ok())
+                    .filter_map(|i| {
+                        check_row(&page.rows[i], page.stored[i].as_ref(), &edge_key).ok()
+                    })
                     .collect::<Vec<_>>();
                 (leaves, Some((index, why)))
             }
         };
         let first_bad = failure.as_ref().map_or(usize::MAX, |f| f.0);
-        for (i, leaf) in leaves.into_iter().enumerate() {
+        for (i, (leaf, edges)) in leaves.into_iter().enumerate() {
             if i >= dense_len || i >= first_bad {
                 break;
             }
             walk.range.append(leaf);
+            named_edges.merge(edges);
             let due = next_due(&mut cursor, store.as_ref(), walk.range.size()).await?;
             check_due(&mut walk, due, &mut external_checked)?;
         }
@@ -514,6 +628,7 @@ pub async fn verify_log(
             "log head at tree size {size}: the stored frontier's root does not match the log"
         )));
     }
+    check_edges(log, size, &edge_key, named_edges).await?;
 
     // Nothing beyond the head: a row there must be a concurrent commit, which moves the head.
     let head_now = log.tree_head().await?;
@@ -583,6 +698,11 @@ async fn next_due(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The leaf hash `check_row` recomputes, or its reason.
+    fn leaf_of(row: &StoredEvent, stored: Option<&Hash>) -> Result<Hash, String> {
+        check_row(row, stored, &EdgeKey::new()).map(|(leaf, _)| leaf)
+    }
     use chrono::Utc;
 
     fn row(position: u64, payload: &str) -> (StoredEvent, Hash) {
@@ -615,7 +735,7 @@ mod tests {
     #[test]
     fn an_intact_row_yields_its_leaf() {
         let (stored, leaf) = row(3, PAYLOAD);
-        assert_eq!(check_row(&stored, Some(&leaf)), Ok(leaf));
+        assert_eq!(leaf_of(&stored, Some(&leaf)), Ok(leaf));
     }
 
     #[test]
@@ -623,30 +743,26 @@ mod tests {
         let (good, leaf) = row(3, PAYLOAD);
         let mut r = good.clone();
         r.payload_json = r.payload_json.replace("tile", "tilf");
-        assert!(check_row(&r, Some(&leaf))
+        assert!(leaf_of(&r, Some(&leaf))
             .unwrap_err()
             .contains("does not hash"));
         let mut r = good.clone();
         r.operation = "mosaic".into();
-        assert!(check_row(&r, Some(&leaf))
+        assert!(leaf_of(&r, Some(&leaf))
             .unwrap_err()
             .contains("column operation"));
         let mut r = good.clone();
         r.crs_to = Some("EPSG:3857".into());
-        assert!(check_row(&r, Some(&leaf))
+        assert!(leaf_of(&r, Some(&leaf))
             .unwrap_err()
             .contains("column crs_to"));
         let mut r = good.clone();
         r.position = 4;
-        assert!(check_row(&r, Some(&leaf))
-            .unwrap_err()
-            .contains("leaf_hash"));
-        assert!(check_row(&good, None).unwrap_err().contains("missing"));
+        assert!(leaf_of(&r, Some(&leaf)).unwrap_err().contains("leaf_hash"));
+        assert!(leaf_of(&good, None).unwrap_err().contains("missing"));
         let mut r = good;
         r.recorded_at += chrono::Duration::seconds(1);
-        assert!(check_row(&r, Some(&leaf))
-            .unwrap_err()
-            .contains("leaf_hash"));
+        assert!(leaf_of(&r, Some(&leaf)).unwrap_err().contains("leaf_hash"));
     }
 
     #[test]
@@ -665,9 +781,9 @@ mod tests {
             rows: rows.iter().map(|r| r.0.clone()).collect(),
             stored: rows.iter().map(|r| Some(r.1)).collect(),
         };
-        assert_eq!(check_page(&page).unwrap().len(), 1000);
+        assert_eq!(check_page(&page, &EdgeKey::new()).unwrap().len(), 1000);
         page.rows[700].processor_id = "q".into();
         page.rows[900].processor_id = "q".into();
-        assert_eq!(check_page(&page).unwrap_err().0, 700);
+        assert_eq!(check_page(&page, &EdgeKey::new()).unwrap_err().0, 700);
     }
 }

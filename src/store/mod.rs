@@ -240,6 +240,35 @@ pub trait TransparencyLog: Send + Sync {
 
     /// The checkpoint with the largest tree size, if any.
     async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
+
+    /// One page of the stored lineage edges, starting at `cursor` (0 for the first page; then
+    /// the page's [`EdgePage::next`]), about `limit` edges or events' worth. Every stored edge
+    /// comes exactly once over all pages, in no promised order, with the position of the event
+    /// it names (`None` when no stored event has that id). Lets `verify` check that the edges
+    /// are exactly the ones the payloads in the log name, no more and no fewer.
+    async fn edges(&self, cursor: u64, limit: usize) -> Result<EdgePage, StoreError>;
+}
+
+/// One stored lineage edge, as [`TransparencyLog::edges`] reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEdge {
+    /// The `event_id` the edge belongs to, as stored.
+    pub event_id: String,
+    /// The log position of that event; `None` when no stored event has that id.
+    pub position: Option<u64>,
+    /// The input dataset (hyphenated lowercase UUID, as geoprov writes it).
+    pub from: String,
+    /// The output dataset.
+    pub to: String,
+}
+
+/// A page of [`TransparencyLog::edges`].
+#[derive(Debug, Clone, Default)]
+pub struct EdgePage {
+    /// The edges of this page.
+    pub edges: Vec<StoredEdge>,
+    /// Where the next page starts; `None` after the last page.
+    pub next: Option<u64>,
 }
 
 /// `store`'s transparency log, or [`StoreError::Config`] saying this store has none yet.

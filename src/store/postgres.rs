@@ -154,8 +154,8 @@ use super::copy_rows::{self, EncodedRows};
 use super::sqlite::{DEFAULT_MAX_LINEAGE_NODES, EDGES_PER_NODE_LIMIT};
 use super::Migration;
 use super::{
-    CommitReport, Direction, LineageEdge, LineageGraph, Store, StoreError, StoredCheckpoint,
-    StoredEvent, TransparencyLog, TreeHead,
+    CommitReport, Direction, EdgePage, LineageEdge, LineageGraph, Store, StoreError,
+    StoredCheckpoint, StoredEdge, StoredEvent, TransparencyLog, TreeHead,
 };
 use crate::event::{parse_event, EventId, LineageEvent};
 use crate::tlog::{event_leaf_hash, format_recorded_at, CompactRange, Hash};
@@ -1073,6 +1073,39 @@ impl TransparencyLog for PostgresStore {
     /// the size was taken, a look at the root stored for it. The head is read without a lock
     /// (commits are not held up by checkpoints); it only grows, so a size not beyond it now
     /// never will be.
+    /// Pages by log position: the cursor is the first position of the page, `limit` the
+    /// number of positions; the edges come from the rows' `inputs` x `outputs`.
+    async fn edges(&self, cursor: u64, limit: usize) -> Result<EdgePage, StoreError> {
+        let client = self.ready_client().await?;
+        let from = to_sql_int(cursor)?;
+        let to = from.saturating_add(i64::try_from(limit.max(1)).unwrap_or(i64::MAX));
+        let stmt = client
+            .prepare_cached(
+                "SELECT e.event_id, e.log_position, i, o FROM lineage_events e \
+                 CROSS JOIN LATERAL unnest(e.inputs) i CROSS JOIN LATERAL unnest(e.outputs) o \
+                 WHERE e.log_position >= $1 AND e.log_position < $2",
+            )
+            .await
+            .map_err(classify)?;
+        let rows = client.query(&stmt, &[&from, &to]).await.map_err(classify)?;
+        let mut page = EdgePage::default();
+        for row in &rows {
+            let position: i64 = row.try_get(1).map_err(corrupt)?;
+            let from_uuid: Uuid = row.try_get(2).map_err(corrupt)?;
+            let to_uuid: Uuid = row.try_get(3).map_err(corrupt)?;
+            page.edges.push(StoredEdge {
+                event_id: row.try_get(0).map_err(corrupt)?,
+                position: u64::try_from(position).ok(),
+                from: from_uuid.to_string(),
+                to: to_uuid.to_string(),
+            });
+        }
+        // Rows with a position beyond the head exist only mid-commit; the head bounds the pages.
+        let size = to_sql_int(log_size(&client).await?)?;
+        page.next = (to < size).then(|| u64::try_from(to).unwrap_or(u64::MAX));
+        Ok(page)
+    }
+
     async fn add_checkpoint(
         &self,
         tree_size: u64,

@@ -83,8 +83,8 @@ use uuid::Uuid;
 
 use super::Migration;
 use super::{
-    CommitReport, Direction, LineageEdge, LineageGraph, Store, StoreError, StoredCheckpoint,
-    StoredEvent, TransparencyLog, TreeHead,
+    CommitReport, Direction, EdgePage, LineageEdge, LineageGraph, Store, StoreError,
+    StoredCheckpoint, StoredEdge, StoredEvent, TransparencyLog, TreeHead,
 };
 use crate::event::{EventId, LineageEvent};
 use crate::tlog::{event_leaf_hash, CompactRange, Hash};
@@ -337,6 +337,12 @@ impl TransparencyLog for SqliteStore {
     async fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
         let inner = Arc::clone(&self.inner);
         run_blocking(move || inner.read(|conn| leaf_hashes(conn, from, to))).await
+    }
+
+    /// Pages through `lineage_edges` by rowid; the cursor is the last rowid read.
+    async fn edges(&self, cursor: u64, limit: usize) -> Result<EdgePage, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || inner.read(|conn| edges_page(conn, cursor, limit))).await
     }
 
     async fn add_checkpoint(
@@ -784,6 +790,35 @@ fn leaf_hashes(conn: &Connection, from: u64, to: u64) -> Result<Vec<Hash>, Store
         )));
     }
     Ok(out)
+}
+
+fn edges_page(conn: &Connection, cursor: u64, limit: usize) -> Result<EdgePage, StoreError> {
+    let after = to_sql_int(cursor, "edge cursor")?;
+    let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT g.rowid, g.event_id, e.log_position, g.from_uuid, g.to_uuid \
+             FROM lineage_edges AS g LEFT JOIN lineage_events AS e ON e.event_id = g.event_id \
+             WHERE g.rowid > ?1 ORDER BY g.rowid LIMIT ?2",
+        )
+        .map_err(classify)?;
+    let mut rows = stmt.query(params![after, limit]).map_err(classify)?;
+    let mut page = EdgePage::default();
+    let mut last = after;
+    while let Some(row) = rows.next().map_err(classify)? {
+        last = row.get(0).map_err(classify)?;
+        let position: Option<i64> = row.get(2).map_err(classify)?;
+        page.edges.push(StoredEdge {
+            event_id: row.get(1).map_err(classify)?,
+            position: position.and_then(|p| u64::try_from(p).ok()),
+            from: row.get(3).map_err(classify)?,
+            to: row.get(4).map_err(classify)?,
+        });
+    }
+    if !page.edges.is_empty() {
+        page.next = u64::try_from(last).ok();
+    }
+    Ok(page)
 }
 
 fn checkpoints(

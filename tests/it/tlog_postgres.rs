@@ -304,6 +304,36 @@ async fn changed_columns_are_named_by_position() {
     );
 }
 
+/// The edges in a row (`inputs`, `outputs`) are derived from its payload: changing them fails
+/// verify even with the triggers out of the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_lineage_edges_are_named() {
+    for sql in [
+        "UPDATE lineage_events SET inputs = ARRAY[gen_random_uuid()] WHERE log_position = 13",
+        "UPDATE lineage_events SET outputs = outputs || gen_random_uuid() \
+         WHERE log_position = 21",
+        "UPDATE lineage_events SET inputs = NULL WHERE log_position = 2",
+    ] {
+        let Some(f) = Fixture::new().await else {
+            return;
+        };
+        f.verify_ok(&[]);
+        f.schema
+            .raw()
+            .await
+            .batch_execute(&format!(
+                "ALTER TABLE lineage_events DISABLE TRIGGER lineage_events_append_only; {sql}"
+            ))
+            .await
+            .expect("tamper");
+        let stderr = f.verify_fails(&[]);
+        assert!(
+            stderr.contains("the lineage edges do not match the payloads in the log"),
+            "{sql}: {stderr}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_row_is_a_missing_position() {
     let Some(f) = Fixture::new().await else {
@@ -681,6 +711,15 @@ async fn migration_2_backfills_the_leaves_of_a_version_1_log() {
         )
         .await
         .expect("row");
+        for from in &e.inputs {
+            raw.execute(
+                "INSERT INTO lineage_edges (from_uuid, to_uuid, event_id, operation) \
+                 VALUES ($1, $2, $3, $4)",
+                &[from, &e.dataset_uuid, &e.event_id.to_hex(), &e.operation],
+            )
+            .await
+            .expect("edge");
+        }
     }
     raw.batch_execute("UPDATE log_head SET size = 25")
         .await

@@ -209,6 +209,45 @@ async fn a_changed_seed_column_is_named_by_position() {
     );
 }
 
+/// Edges are derived from the payloads, which the log covers: one added, removed or changed
+/// edge, or one naming an event that is not stored, fails verify (each fixture event has one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_lineage_edges_are_named() {
+    let tampers: [(&str, &str); 4] = [
+        (
+            // No trigger stops an INSERT: an attacker adds lineage the payloads do not name.
+            "INSERT INTO lineage_edges (from_uuid, to_uuid, event_id, operation) \
+             SELECT '6f1c2a9e-3b7d-4c1e-9a55-0d2f7e8b4c11', to_uuid, event_id, operation \
+             FROM lineage_edges LIMIT 1",
+            "the lineage edges do not match the payloads in the log (41 stored, 40 named by \
+             the payloads)",
+        ),
+        (
+            "DROP TRIGGER lineage_edges_no_delete; DELETE FROM lineage_edges WHERE rowid = 7",
+            "(39 stored, 40 named by the payloads)",
+        ),
+        (
+            "DROP TRIGGER lineage_edges_no_update; \
+             UPDATE lineage_edges SET from_uuid = '6f1c2a9e-3b7d-4c1e-9a55-0d2f7e8b4c11' \
+             WHERE rowid = 7",
+            "the lineage edges do not match the payloads in the log (an edge was changed)",
+        ),
+        (
+            "INSERT INTO lineage_edges (from_uuid, to_uuid, event_id, operation) VALUES \
+             ('6f1c2a9e-3b7d-4c1e-9a55-0d2f7e8b4c11', '6f1c2a9e-3b7d-4c1e-9a55-0d2f7e8b4c12', \
+             'feed', 'forged')",
+            "names event feed, which is not in the log",
+        ),
+    ];
+    for (sql, want) in tampers {
+        let f = Fixture::new().await;
+        verify_ok(f.path(), &[]);
+        f.attacker().execute_batch(sql).expect("tamper");
+        let stderr = verify_fails(f.path(), &[]);
+        assert!(stderr.contains(want), "{sql}: {stderr}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_row_is_a_missing_position() {
     let f = Fixture::new().await;
@@ -746,6 +785,19 @@ async fn migration_2_backfills_the_leaves_of_a_version_1_log() {
                 ],
             )
             .expect("row");
+            for from in &e.inputs {
+                conn.execute(
+                    "INSERT INTO lineage_edges (from_uuid, to_uuid, event_id, operation) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        from.to_string(),
+                        e.dataset_uuid.to_string(),
+                        e.event_id.to_hex(),
+                        e.operation
+                    ],
+                )
+                .expect("edge");
+            }
         }
         conn.execute("UPDATE log_head SET size = 25", [])
             .expect("head");

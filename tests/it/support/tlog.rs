@@ -73,6 +73,7 @@ pub fn event(i: usize) -> LineageEvent {
         "crs_from": "EPSG:32633",
         "crs_to": "EPSG:3857",
         "processor_id": "tlog-test",
+        "inputs": [uuid::Uuid::new_v4()],
         "sequence": i,
     }))
 }
