@@ -425,15 +425,15 @@ fn open_note(verifier: &Verifier, note: &str) -> Result<Checkpoint, String> {
     })
 }
 
-/// The stored lineage edges of the events at positions below `size` must be exactly the edges
-/// their payloads name (`named`); an edge whose event is not stored at all is reported as such.
-/// Edges of events committed after the rows were read (positions `size` and up) are skipped.
-async fn check_edges(
-    log: &dyn crate::store::TransparencyLog,
+/// The digest of the stored lineage edges of the events at positions below `size`; an edge
+/// whose event is not stored at all is reported as such. Edges of events committed after the
+/// rows were read (positions `size` and up) are skipped. Runs beside the row pass.
+async fn stored_edges(
+    store: Arc<dyn Store>,
     size: u64,
-    key: &EdgeKey,
-    named: EdgeSum,
-) -> Result<(), VerifyError> {
+    key: Arc<EdgeKey>,
+) -> Result<EdgeSum, VerifyError> {
+    let log = transparency_log(store.as_ref())?;
     let mut stored = EdgeSum::default();
     let mut cursor = 0u64;
     loop {
@@ -447,7 +447,7 @@ async fn check_edges(
                     )))
                 }
                 Some(position) if position >= size => {}
-                Some(_) => stored.add(key, &edge.event_id, &edge.from, &edge.to),
+                Some(_) => stored.add(&key, &edge.event_id, &edge.from, &edge.to),
             }
         }
         match page.next {
@@ -455,6 +455,11 @@ async fn check_edges(
             None => break,
         }
     }
+    Ok(stored)
+}
+
+/// The stored edges (`stored`) must be exactly the edges the payloads in the log name (`named`).
+fn check_edges(stored: EdgeSum, named: EdgeSum) -> Result<(), VerifyError> {
     if stored != named {
         let what = if stored.count == named.count {
             "an edge was changed".to_string()
@@ -543,6 +548,11 @@ pub async fn verify_log(
 
     let edge_key = Arc::new(EdgeKey::new());
     let mut named_edges = EdgeSum::default();
+    let edge_scan = tokio::spawn(stored_edges(
+        Arc::clone(&store),
+        size,
+        Arc::clone(&edge_key),
+    ));
     let mut from = 0u64;
     let mut pending =
         (from < size).then(|| tokio::spawn(read_page(Arc::clone(&store), from, size, page_size)));
@@ -628,7 +638,10 @@ pub async fn verify_log(
             "log head at tree size {size}: the stored frontier's root does not match the log"
         )));
     }
-    check_edges(log, size, &edge_key, named_edges).await?;
+    let stored = edge_scan.await.map_err(|e| {
+        VerifyError::Store(StoreError::Query(format!("edge scan task failed: {e}")))
+    })??;
+    check_edges(stored, named_edges)?;
 
     // Nothing beyond the head: a row there must be a concurrent commit, which moves the head.
     let head_now = log.tree_head().await?;
