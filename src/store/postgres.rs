@@ -116,9 +116,11 @@
 //! checkpointers of several worker processes racing for the same size leave one row and no
 //! error. Hashing leaves under the log lock did not measurably slow commits
 //! (`measure_commit_throughput`, batches of 1,000 on the 2-core development VM: 45-48k events/s
-//! with one task and 72-79k with two, with or without leaf hashes); `geoprov verify` read and
+//! with one task and 72-79k with two, with or without leaf hashes). `geoprov verify` read and
 //! checked a 200,000-event log at about 350,000 events/s (`measure_verify_throughput` in
-//! `tests/it/tlog_postgres.rs`).
+//! `tests/it/tlog_postgres.rs`), and at about 165,000 events/s since it also checks every
+//! event's edges ([`TransparencyLog::edges`] reads them from `inputs` x `outputs`, a page of
+//! positions at a time).
 //!
 //! # Outages
 //!
