@@ -903,6 +903,8 @@ mod tests {
                 .single()
                 .expect("valid time"),
             payload_json: event.payload_json,
+            started_at: event.started_at.map(|t| t.with_timezone(&Utc)),
+            ended_at: event.ended_at.map(|t| t.with_timezone(&Utc)),
         }
     }
 
@@ -921,6 +923,8 @@ mod tests {
                 .single()
                 .unwrap_or_default(),
             payload_json: payload.to_owned(),
+            started_at: None,
+            ended_at: None,
         }
     }
 
@@ -1362,6 +1366,8 @@ mod tests {
                 uuid(i + 1),
                 uuid(i)
             ),
+            started_at: None,
+            ended_at: None,
         };
         let mut out = CountingSink::default();
         let parses_nan = python_json::parse(b"NaN").is_ok();

@@ -13,7 +13,8 @@
 //! 3. `payload_json` is a valid event and is in the canonical form it was hashed in (Python's
 //!    `json.dumps(payload, sort_keys=True)`, re-derived with [`crate::event::parse_event`]);
 //! 4. the seed columns `dataset_uuid`, `operation`, `crs_from`, `crs_to` and `processor_id`
-//!    equal the values derived from the payload;
+//!    equal the values derived from the payload, and so do the event times `started_at` and
+//!    `ended_at` (to the microsecond the stores keep);
 //! 5. the stored `leaf_hash` equals `leaf_hash(leaf_data(position, event_id, recorded_at,
 //!    payload_json))` recomputed from the row (`geoprov/leaf/v1`);
 //! 6. the recomputed leaf is appended to a [`CompactRange`], and at the size of every stored
@@ -267,6 +268,23 @@ fn check_row(
     ];
     for (name, stored_value, derived) in columns {
         if stored_value != derived {
+            return Err(format!(
+                "column {name} ({stored_value:?}) does not match payload_json ({derived:?})"
+            ));
+        }
+    }
+    let times = [
+        ("started_at", row.started_at, event.started_at),
+        ("ended_at", row.ended_at, event.ended_at),
+    ];
+    for (name, stored_value, derived) in times {
+        // The stores keep microseconds, and may round or truncate a finer time: equal within 1.
+        let same = match (stored_value, derived) {
+            (None, None) => true,
+            (Some(a), Some(b)) => (a.timestamp_micros() - b.timestamp_micros()).abs() <= 1,
+            _ => false,
+        };
+        if !same {
             return Err(format!(
                 "column {name} ({stored_value:?}) does not match payload_json ({derived:?})"
             ));
@@ -711,12 +729,12 @@ async fn next_due(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
 
     /// The leaf hash `check_row` recomputes, or its reason.
     fn leaf_of(row: &StoredEvent, stored: Option<&Hash>) -> Result<Hash, String> {
         check_row(row, stored, &EdgeKey::new()).map(|(leaf, _)| leaf)
     }
-    use chrono::Utc;
 
     fn row(position: u64, payload: &str) -> (StoredEvent, Hash) {
         let event = parse_event(payload.as_bytes(), usize::MAX).unwrap();
@@ -739,6 +757,8 @@ mod tests {
             processor_id: event.processor_id.clone(),
             recorded_at,
             payload_json: event.payload_json.clone(),
+            started_at: event.started_at.map(|t| t.with_timezone(&chrono::Utc)),
+            ended_at: event.ended_at.map(|t| t.with_timezone(&chrono::Utc)),
         };
         (stored, leaf)
     }
@@ -776,6 +796,27 @@ mod tests {
         let mut r = good;
         r.recorded_at += chrono::Duration::seconds(1);
         assert!(leaf_of(&r, Some(&leaf)).unwrap_err().contains("leaf_hash"));
+    }
+
+    #[test]
+    fn event_times_are_checked_to_the_microsecond() {
+        let payload = r#"{"dataset_uuid": "0b5c3a4e-8d2f-4e1a-9c7b-2f6d8e9a1b3c", "ended_at": "2024-05-01T10:00:03.1234567+02:00", "operation": "tile", "processor_id": "p", "started_at": "2024-05-01T07:00:00Z"}"#;
+        let (good, leaf) = row(3, payload);
+        assert_eq!(leaf_of(&good, Some(&leaf)), Ok(leaf));
+        // A store keeps microseconds: the truncated time still matches.
+        let mut r = good.clone();
+        r.ended_at = r.ended_at.map(|t| t - chrono::Duration::nanoseconds(700));
+        assert_eq!(leaf_of(&r, Some(&leaf)), Ok(leaf));
+        let mut r = good.clone();
+        r.started_at = r.started_at.map(|t| t + chrono::Duration::seconds(1));
+        assert!(leaf_of(&r, Some(&leaf))
+            .unwrap_err()
+            .contains("column started_at"));
+        let mut r = good;
+        r.ended_at = None;
+        assert!(leaf_of(&r, Some(&leaf))
+            .unwrap_err()
+            .contains("column ended_at"));
     }
 
     #[test]

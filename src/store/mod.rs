@@ -83,6 +83,10 @@ pub struct StoredEvent {
     pub recorded_at: DateTime<Utc>,
     /// Python's `json.dumps(payload, sort_keys=True)`, as hashed for the id.
     pub payload_json: String,
+    /// The event times as stored (derived from the payload's `started_at` / `ended_at`, to the
+    /// microsecond).
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
 }
 
 /// One schema migration, compiled into the binary (each backend keeps its own list).

@@ -253,7 +253,7 @@ const SELECT_LOG_SIZE: &str = "SELECT size FROM log_head WHERE id = 0";
 
 /// The columns [`StoredEvent`] is read from, in the order [`read_event_row`] expects.
 const EVENT_COLUMNS: &str = "log_position, event_id, dataset_uuid, operation, crs_from, crs_to, \
-     processor_id, \"timestamp\", payload_json";
+     processor_id, \"timestamp\", payload_json, started_at, ended_at";
 
 /// The seed's columns and the types `migrate` accepts for them in a table it adopts. Text
 /// columns may also be `character varying`.
@@ -1514,6 +1514,8 @@ fn read_event_row(row: &tokio_postgres::Row) -> Result<StoredEvent, StoreError> 
         ))
     })?;
     let payload_json = required(8, "payload_json")?;
+    let started_at: Option<DateTime<Utc>> = row.try_get(9).map_err(corrupt)?;
+    let ended_at: Option<DateTime<Utc>> = row.try_get(10).map_err(corrupt)?;
     Ok(StoredEvent {
         position,
         event_id,
@@ -1524,6 +1526,8 @@ fn read_event_row(row: &tokio_postgres::Row) -> Result<StoredEvent, StoreError> 
         processor_id,
         recorded_at,
         payload_json,
+        started_at,
+        ended_at,
     })
 }
 

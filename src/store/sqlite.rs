@@ -199,7 +199,7 @@ const UPDATE_LOG_HEAD: &str = "UPDATE log_head SET size = ?1, frontier = ?2 WHER
 
 /// The columns [`StoredEvent`] is read from, in the order `read_event_row` expects.
 const EVENT_COLUMNS: &str = "log_position, event_id, dataset_uuid, operation, crs_from, crs_to, \
-     processor_id, timestamp, payload_json";
+     processor_id, timestamp, payload_json, started_at, ended_at";
 
 /// The embedded SQLite store (see the module documentation).
 ///
@@ -1080,6 +1080,19 @@ fn read_event_row(row: &rusqlite::Row<'_>) -> Result<StoredEvent, StoreError> {
              timestamp '{timestamp}'"
         ))
     })?;
+    let event_time = |index: usize, column: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        match text(index)? {
+            None => Ok(None),
+            Some(t) => parse_timestamp(&t).map(Some).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "the row at log position {position} (event_id {event_id}) has an \
+                     unreadable {column} '{t}'"
+                ))
+            }),
+        }
+    };
+    let started_at = event_time(9, "started_at")?;
+    let ended_at = event_time(10, "ended_at")?;
     Ok(StoredEvent {
         position,
         event_id,
@@ -1090,6 +1103,8 @@ fn read_event_row(row: &rusqlite::Row<'_>) -> Result<StoredEvent, StoreError> {
         processor_id,
         recorded_at,
         payload_json,
+        started_at,
+        ended_at,
     })
 }
 

@@ -40,8 +40,8 @@
 //! `ended_at` and the lineage edges) are not hashed on their own: they are derived from
 //! `payload_json`, so a verifier can re-derive them from the payload (with
 //! `crate::event::parse_event`) and compare them with the stored columns; `geoprov verify` does
-//! so for the seed columns and the edges (not yet for the event times). `event_id` is both
-//! hashed here and checked against `SHA-256(payload_json)`.
+//! so for all of them. `event_id` is both hashed here and checked against
+//! `SHA-256(payload_json)`.
 //!
 //! Not here: reading rows, deciding the record time, hashing the payload into `event_id`.
 

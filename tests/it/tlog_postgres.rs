@@ -302,6 +302,26 @@ async fn changed_columns_are_named_by_position() {
         )),
         "{stderr}"
     );
+
+    // The event times are derived from the payload too.
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let id = f.event_id_at(8).await;
+    f.attacker()
+        .await
+        .batch_execute(
+            "UPDATE lineage_events SET started_at = '2020-01-01T00:00:00Z' WHERE log_position = 8",
+        )
+        .await
+        .expect("tamper");
+    let stderr = f.verify_fails(&[]);
+    assert!(
+        stderr.contains(&format!(
+            "verify: position 8 (event {id}): column started_at"
+        )),
+        "{stderr}"
+    );
 }
 
 /// The edges in a row (`inputs`, `outputs`) are derived from its payload: changing them fails

@@ -249,6 +249,24 @@ async fn changed_lineage_edges_are_named() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_event_time_is_named_by_position() {
+    let f = Fixture::new().await;
+    let id = f.event_id_at(9);
+    f.attacker()
+        .execute(
+            "UPDATE lineage_events SET ended_at = '2020-01-01T00:00:00.000000Z' \
+             WHERE log_position = 9",
+            [],
+        )
+        .expect("tamper");
+    let stderr = verify_fails(f.path(), &[]);
+    assert!(
+        stderr.contains(&format!("verify: position 9 (event {id}): column ended_at")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_row_is_a_missing_position() {
     let f = Fixture::new().await;
     f.attacker()
