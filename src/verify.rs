@@ -87,16 +87,11 @@ impl EdgeSum {
         self.sum = self.sum.wrapping_add(other.sum);
     }
 
-    /// The edges `event` names, stored under `event_id`: each distinct input x each distinct
-    /// output, as the stores write them.
+    /// The edges `event` names ([`LineageEvent::edge_ends`]), stored under `event_id`.
     fn of_event(key: &EdgeKey, event_id: &str, event: &LineageEvent) -> EdgeSum {
-        let distinct = |ids: &[uuid::Uuid]| {
-            let mut ids = ids.to_vec();
-            ids.sort_unstable();
-            ids.dedup();
-            ids.iter().map(uuid::Uuid::to_string).collect::<Vec<_>>()
-        };
-        let (inputs, outputs) = (distinct(&event.inputs), distinct(&event.outputs));
+        let text = |ids: Vec<uuid::Uuid>| ids.iter().map(uuid::Uuid::to_string).collect::<Vec<_>>();
+        let (inputs, outputs) = event.edge_ends();
+        let (inputs, outputs) = (text(inputs), text(outputs));
         let mut sum = EdgeSum::default();
         for from in &inputs {
             for to in &outputs {

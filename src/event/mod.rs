@@ -48,3 +48,18 @@ pub struct LineageEvent {
     /// Stored verbatim so that `verify` can recompute the id from the row.
     pub payload_json: String,
 }
+
+impl LineageEvent {
+    /// The event's lineage edges as their two ends: its distinct inputs and its distinct outputs,
+    /// each sorted. The edges are every input x every output (a repeated id makes one edge, not
+    /// two); the stores write exactly these, and `verify` expects exactly these.
+    pub fn edge_ends(&self) -> (Vec<Uuid>, Vec<Uuid>) {
+        let distinct = |ids: &[Uuid]| {
+            let mut out = ids.to_vec();
+            out.sort_unstable();
+            out.dedup();
+            out
+        };
+        (distinct(&self.inputs), distinct(&self.outputs))
+    }
+}

@@ -1565,7 +1565,7 @@ impl<'a> BatchColumns<'a> {
             let dataset_uuid = event.dataset_uuid.to_string();
             let started_at = event.started_at.map(|t| t.with_timezone(&Utc));
             let ended_at = event.ended_at.map(|t| t.with_timezone(&Utc));
-            let (inputs, outputs) = edge_ends(event);
+            let (inputs, outputs) = event.edge_ends();
             let id_text: &str = id;
             let crs_from = event.crs_from.as_deref();
             let crs_to = event.crs_to.as_deref();
@@ -1593,18 +1593,6 @@ impl<'a> BatchColumns<'a> {
         }
         Ok(columns)
     }
-}
-
-/// The `inputs` and `outputs` columns of `event`: each sorted and without repeats (a repeated
-/// input makes one edge, not two). The event's lineage edges are every input x every output.
-fn edge_ends(event: &LineageEvent) -> (Vec<Uuid>, Vec<Uuid>) {
-    let distinct = |ids: &[Uuid]| {
-        let mut out = ids.to_vec();
-        out.sort_unstable();
-        out.dedup();
-        out
-    };
-    (distinct(&event.inputs), distinct(&event.outputs))
 }
 
 /// One page of adopted rows as the array parameters of the adoption's UPDATE and INSERT.
@@ -1665,7 +1653,7 @@ impl AdoptionPage {
             let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
             format!("{{{}}}", ids.join(","))
         };
-        let ends = event.as_ref().map(edge_ends);
+        let ends = event.as_ref().map(LineageEvent::edge_ends);
         self.inputs
             .push(ends.as_ref().map(|(inputs, _)| literal(inputs)));
         self.outputs
@@ -2319,7 +2307,7 @@ mod tests {
         };
         assert_eq!(columns.total, 2);
         assert_eq!(columns.event_id.len(), 1);
-        assert_eq!(edge_ends(&batch[0]), (vec![a, b], vec![out]));
+        assert_eq!(batch[0].edge_ends(), (vec![a, b], vec![out]));
     }
 
     #[test]
