@@ -8,7 +8,7 @@
 //! passes, unless `GEOPROV_REQUIRE_SERVICES=1`.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::store_suite::{self, event_from, sources, step};
-use crate::support::pg::{self, LocalPg, TestSchema};
+use crate::support::pg::{self, LocalPg, TestSchema, WorkerProcess};
 
 /// One `#[tokio::test]` per suite case, each in a fresh schema with a migrated store.
 macro_rules! store_suite {
@@ -875,52 +875,6 @@ async fn seed_columns_of_an_unadopted_row_cannot_be_changed_either() {
 
 // ---------------------------------------------------------------------------------------------
 // Worker processes against a private or shared server.
-
-/// A `geoprov worker` child process; SIGKILLed when dropped.
-struct WorkerProcess {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl WorkerProcess {
-    fn start(data_dir: &Path, store: &str, log_name: &str, extra: &[&str]) -> WorkerProcess {
-        let log = data_dir.join(log_name);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let child = Command::new(crate::support::geoprov_bin())
-            .arg("worker")
-            .args(["--broker", "embedded", "--store", store])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra)
-            .env("GEOPROV_LOG", "info")
-            .env_remove("GEOPROV_BROKER")
-            .env_remove("GEOPROV_STORE")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn geoprov worker");
-        WorkerProcess { child, log }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// Enqueue NDJSON payloads on the embedded broker of `data_dir` with `geoprov emit`.
 fn emit(data_dir: &Path, payloads: &[String]) {

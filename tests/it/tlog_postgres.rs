@@ -6,7 +6,6 @@
 //! its leaf hashes, and adoption of the reference task's rows into the log.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -18,7 +17,7 @@ use geoprov::store::{Store, TransparencyLog};
 use geoprov::tlog::{event_leaf_hash, format_recorded_at, CompactRange, Signer};
 use geoprov::tlog_service::{default_key_path, write_checkpoint, write_key_file};
 
-use crate::support::pg::{self, TestSchema};
+use crate::support::pg::{self, TestSchema, WorkerProcess};
 use crate::support::tlog::{event, flip, geoprov, terminate, text, verify_fails, verify_ok};
 
 /// A PostgreSQL log of 40 events in a schema of its own, with signed checkpoints at tree sizes
@@ -245,81 +244,47 @@ async fn an_intact_log_verifies_and_reports_uncovered_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_columns_are_named_by_position() {
-    let Some(f) = Fixture::new().await else {
-        return;
-    };
-    let id = f.event_id_at(17).await;
-    f.attacker()
-        .await
-        .batch_execute("UPDATE lineage_events SET operation = 'tile' WHERE log_position = 17")
-        .await
-        .expect("tamper");
-    let stderr = f.verify_fails(&[]);
-    assert!(
-        stderr.contains(&format!(
-            "verify: position 17 (event {id}): column operation"
-        )),
-        "{stderr}"
-    );
-
-    let Some(f) = Fixture::new().await else {
-        return;
-    };
-    let id = f.event_id_at(13).await;
-    f.attacker()
-        .await
-        .batch_execute(
-            "UPDATE lineage_events SET payload_json = replace(payload_json, 'reproject', \
-             'reprojekt') WHERE log_position = 13",
-        )
-        .await
-        .expect("tamper");
-    let stderr = f.verify_fails(&[]);
-    assert!(
-        stderr.contains(&format!(
-            "verify: position 13 (event {id}): payload_json does not hash to event_id"
-        )),
-        "{stderr}"
-    );
-
+    tamper_is_named(
+        "UPDATE lineage_events SET operation = 'tile' WHERE log_position = 17",
+        17,
+        "column operation",
+    )
+    .await;
+    tamper_is_named(
+        "UPDATE lineage_events SET payload_json = replace(payload_json, 'reproject', \
+         'reprojekt') WHERE log_position = 13",
+        13,
+        "payload_json does not hash to event_id",
+    )
+    .await;
     // One microsecond is enough: the leaf covers the record time as stored.
-    let Some(f) = Fixture::new().await else {
-        return;
-    };
-    let id = f.event_id_at(21).await;
-    f.attacker()
-        .await
-        .batch_execute(
-            "UPDATE lineage_events SET \"timestamp\" = \"timestamp\" + interval '1 microsecond' \
-             WHERE log_position = 21",
-        )
-        .await
-        .expect("tamper");
-    let stderr = f.verify_fails(&[]);
-    assert!(
-        stderr.contains(&format!(
-            "verify: position 21 (event {id}): the stored leaf_hash does not match"
-        )),
-        "{stderr}"
-    );
-
+    tamper_is_named(
+        "UPDATE lineage_events SET \"timestamp\" = \"timestamp\" + interval '1 microsecond' \
+         WHERE log_position = 21",
+        21,
+        "the stored leaf_hash does not match",
+    )
+    .await;
     // The event times are derived from the payload too.
+    tamper_is_named(
+        "UPDATE lineage_events SET started_at = '2020-01-01T00:00:00Z' WHERE log_position = 8",
+        8,
+        "column started_at",
+    )
+    .await;
+}
+
+/// On a fresh fixture, the attacker runs `sql`; verify must fail with one line naming
+/// `position`, its event id and `why`.
+async fn tamper_is_named(sql: &str, position: i64, why: &str) {
     let Some(f) = Fixture::new().await else {
         return;
     };
-    let id = f.event_id_at(8).await;
-    f.attacker()
-        .await
-        .batch_execute(
-            "UPDATE lineage_events SET started_at = '2020-01-01T00:00:00Z' WHERE log_position = 8",
-        )
-        .await
-        .expect("tamper");
+    let id = f.event_id_at(position).await;
+    f.attacker().await.batch_execute(sql).await.expect("tamper");
     let stderr = f.verify_fails(&[]);
     assert!(
-        stderr.contains(&format!(
-            "verify: position 8 (event {id}): column started_at"
-        )),
+        stderr.contains(&format!("verify: position {position} (event {id}): {why}")),
         "{stderr}"
     );
 }
@@ -825,45 +790,6 @@ async fn adopted_rows_join_the_log_with_their_leaves() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (stdout, _) = verify_ok(dir.path(), &["--store", &schema.url()]);
     assert!(stdout.contains("OK: 41 events"), "{stdout}");
-}
-
-/// A `geoprov worker` child process on the embedded broker of `dir` and a PostgreSQL store;
-/// SIGKILLed when dropped if still running.
-struct WorkerProcess {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl WorkerProcess {
-    fn start(dir: &Path, store: &str, name: &str, extra: &[&str]) -> WorkerProcess {
-        let log = dir.join(name);
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(crate::support::geoprov_bin())
-            .arg("worker")
-            .args(["--broker", "embedded", "--store", store])
-            .arg("--data-dir")
-            .arg(dir)
-            .args(extra)
-            .env("GEOPROV_LOG", "info")
-            .env_remove("GEOPROV_BROKER")
-            .env_remove("GEOPROV_STORE")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn geoprov worker");
-        WorkerProcess { child, log }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,43 +170,38 @@ async fn an_intact_log_verifies_and_reports_uncovered_events() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_changed_payload_is_named_by_position() {
+/// On a fresh fixture, the attacker runs `sql`; verify must fail with one line naming
+/// `position`, its event id and `why`.
+async fn tamper_is_named(sql: &str, position: i64, why: &str) {
     let f = Fixture::new().await;
-    let id = f.event_id_at(13);
-    f.attacker()
-        .execute(
-            "UPDATE lineage_events SET payload_json = replace(payload_json, 'reproject', \
-             'reprojekt') WHERE log_position = 13",
-            [],
-        )
-        .expect("tamper");
+    let id = f.event_id_at(position);
+    f.attacker().execute_batch(sql).expect("tamper");
     let stderr = verify_fails(f.path(), &[]);
     assert!(
-        stderr.contains(&format!(
-            "verify: position 13 (event {id}): payload_json does not hash to event_id"
-        )),
+        stderr.contains(&format!("verify: position {position} (event {id}): {why}")),
         "{stderr}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_payload_is_named_by_position() {
+    tamper_is_named(
+        "UPDATE lineage_events SET payload_json = replace(payload_json, 'reproject', \
+         'reprojekt') WHERE log_position = 13",
+        13,
+        "payload_json does not hash to event_id",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_seed_column_is_named_by_position() {
-    let f = Fixture::new().await;
-    let id = f.event_id_at(17);
-    f.attacker()
-        .execute(
-            "UPDATE lineage_events SET operation = 'tile' WHERE log_position = 17",
-            [],
-        )
-        .expect("tamper");
-    let stderr = verify_fails(f.path(), &[]);
-    assert!(
-        stderr.contains(&format!(
-            "verify: position 17 (event {id}): column operation"
-        )),
-        "{stderr}"
-    );
+    tamper_is_named(
+        "UPDATE lineage_events SET operation = 'tile' WHERE log_position = 17",
+        17,
+        "column operation",
+    )
+    .await;
 }
 
 /// Edges are derived from the payloads, which the log covers: one added, removed or changed
@@ -250,20 +245,13 @@ async fn changed_lineage_edges_are_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_event_time_is_named_by_position() {
-    let f = Fixture::new().await;
-    let id = f.event_id_at(9);
-    f.attacker()
-        .execute(
-            "UPDATE lineage_events SET ended_at = '2020-01-01T00:00:00.000000Z' \
-             WHERE log_position = 9",
-            [],
-        )
-        .expect("tamper");
-    let stderr = verify_fails(f.path(), &[]);
-    assert!(
-        stderr.contains(&format!("verify: position 9 (event {id}): column ended_at")),
-        "{stderr}"
-    );
+    tamper_is_named(
+        "UPDATE lineage_events SET ended_at = '2020-01-01T00:00:00.000000Z' \
+         WHERE log_position = 9",
+        9,
+        "column ended_at",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

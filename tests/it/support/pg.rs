@@ -331,3 +331,59 @@ pub async fn create_schema_1(client: &tokio_postgres::Client) {
         .await
         .expect("version 1");
 }
+
+/// A `geoprov worker` child process on the embedded broker of a data dir and the given store,
+/// logging to a file in that dir (appended to, so a restarted worker keeps one log); SIGKILLed
+/// when dropped.
+pub struct WorkerProcess {
+    /// The process, for waiting on it or signalling it.
+    pub child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn start(
+        data_dir: &std::path::Path,
+        store: &str,
+        log_name: &str,
+        extra: &[&str],
+    ) -> WorkerProcess {
+        let log = data_dir.join(log_name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = std::process::Command::new(crate::support::geoprov_bin())
+            .arg("worker")
+            .args(["--broker", "embedded", "--store", store])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("GEOPROV_LOG", "info")
+            .env_remove("GEOPROV_BROKER")
+            .env_remove("GEOPROV_STORE")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn geoprov worker");
+        WorkerProcess { child, log }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Everything it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
