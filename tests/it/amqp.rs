@@ -160,13 +160,7 @@ async fn native_roundtrip_acks_with_multiple_and_single_tags() {
     let _cleanup = AmqpCleanup::new(&url, &queue, false);
     let broker = open(&url, &queue, false).await;
     let sent = bodies(6, "rt");
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&sent)
-        .await
-        .unwrap();
+    crate::support::enqueue(broker.as_ref(), &sent).await;
     assert_eq!(broker.depth().await.unwrap(), Some(6), "confirmed = queued");
     let mut consumer = broker.consumer(consumer_options("c", 10)).await.unwrap();
     let mut got = Vec::new();
@@ -238,13 +232,7 @@ async fn dead_letters_carry_reason_headers_and_can_be_listed_replayed_and_purged
     let _cleanup = AmqpCleanup::new(&url, &queue, false);
     let broker = open(&url, &queue, false).await;
     let sent = bodies(3, "dlq");
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&sent)
-        .await
-        .unwrap();
+    crate::support::enqueue(broker.as_ref(), &sent).await;
     let mut consumer = broker.consumer(consumer_options("c", 10)).await.unwrap();
     let mut got = Vec::new();
     while got.len() < 3 {
@@ -336,13 +324,7 @@ async fn unacked_deliveries_come_back_when_the_consumer_connection_drops() {
     let _cleanup = AmqpCleanup::new(&url, &queue, false);
     let broker = open(&url, &queue, false).await;
     let sent = bodies(3, "redeliver");
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&sent)
-        .await
-        .unwrap();
+    crate::support::enqueue(broker.as_ref(), &sent).await;
     let mut first = broker.consumer(consumer_options("a", 10)).await.unwrap();
     let mut got = Vec::new();
     while got.len() < 3 {
@@ -385,13 +367,7 @@ async fn retry_later_republishes_after_the_delay_with_one_more_attempt() {
     let _cleanup = AmqpCleanup::new(&url, &queue, false);
     let broker = open(&url, &queue, false).await;
     let sent = bodies(1, "retry");
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&sent)
-        .await
-        .unwrap();
+    crate::support::enqueue(broker.as_ref(), &sent).await;
     let mut consumer = broker.consumer(consumer_options("c", 10)).await.unwrap();
     let got = consumer.receive(10, Duration::from_secs(2)).await.unwrap();
     assert_eq!(got.len(), 1);
@@ -987,13 +963,7 @@ async fn amqps_with_a_private_ca_and_a_client_certificate() {
     };
     let broker = open_when_ready(&url, &options).await;
     let sent = bodies(20, "tls");
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&sent)
-        .await
-        .unwrap();
+    crate::support::enqueue(broker.as_ref(), &sent).await;
     let mut consumer = broker.consumer(consumer_options("c", 50)).await.unwrap();
     let mut got = Vec::new();
     while got.len() < 20 {

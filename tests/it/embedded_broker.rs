@@ -77,13 +77,7 @@ async fn roundtrip_keeps_bytes_and_order() {
 async fn receive_returns_at_most_max_oldest_first() {
     let queue = TempQueue::new();
     let broker = queue.open().await;
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&bodies(25))
-        .await
-        .unwrap();
+    crate::support::enqueue(&broker, &bodies(25)).await;
     let mut consumer = broker.consumer(options(SHORT)).await.unwrap();
 
     let first = consumer.receive(10, NO_WAIT).await.unwrap();
@@ -131,13 +125,7 @@ async fn receive_waits_for_an_in_process_enqueue() {
 async fn unacked_messages_are_redelivered_after_the_visibility_timeout() {
     let queue = TempQueue::new();
     let broker = queue.open().await;
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&bodies(5))
-        .await
-        .unwrap();
+    crate::support::enqueue(&broker, &bodies(5)).await;
     let mut consumer = broker.consumer(options(SHORT)).await.unwrap();
 
     let first = consumer.receive(10, NO_WAIT).await.unwrap();
@@ -163,13 +151,7 @@ async fn a_dropped_consumer_loses_nothing() {
     let queue = TempQueue::new();
     {
         let broker = queue.open().await;
-        broker
-            .producer()
-            .await
-            .unwrap()
-            .enqueue(&bodies(8))
-            .await
-            .unwrap();
+        crate::support::enqueue(&broker, &bodies(8)).await;
         let mut consumer = broker.consumer(options(SHORT)).await.unwrap();
         assert_eq!(consumer.receive(5, NO_WAIT).await.unwrap().len(), 5);
         // Simulated crash: the consumer and its broker (its connection) go away without ack.
@@ -197,13 +179,7 @@ async fn a_dropped_consumer_loses_nothing() {
 async fn extend_keeps_messages_invisible() {
     let queue = TempQueue::new();
     let broker = queue.open().await;
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&bodies(3))
-        .await
-        .unwrap();
+    crate::support::enqueue(&broker, &bodies(3)).await;
     let visibility = Duration::from_millis(600);
     let mut holder = broker.consumer(options(visibility)).await.unwrap();
     let mut other = broker.consumer(options(visibility)).await.unwrap();
@@ -226,13 +202,7 @@ async fn extend_keeps_messages_invisible() {
 async fn retry_later_delays_redelivery() {
     let queue = TempQueue::new();
     let broker = queue.open().await;
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&bodies(2))
-        .await
-        .unwrap();
+    crate::support::enqueue(&broker, &bodies(2)).await;
     // A long visibility timeout, so only retry_later can bring them back soon.
     let mut consumer = broker
         .consumer(options(Duration::from_secs(60)))
@@ -323,13 +293,7 @@ async fn dead_letters_keep_bytes_reason_attempts_and_time_and_replay() {
 async fn replay_and_purge_by_id() {
     let queue = TempQueue::new();
     let broker = queue.open().await;
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&bodies(4))
-        .await
-        .unwrap();
+    crate::support::enqueue(&broker, &bodies(4)).await;
     let dlq = broker.dead_letters().await.unwrap();
     let mut consumer = broker.consumer(options(SHORT)).await.unwrap();
 
@@ -380,13 +344,7 @@ async fn depth_counts_ready_and_in_flight() {
     let queue = TempQueue::new();
     let broker = queue.open().await;
     assert_eq!(broker.depth().await.unwrap(), Some(0));
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&bodies(10))
-        .await
-        .unwrap();
+    crate::support::enqueue(&broker, &bodies(10)).await;
     let mut consumer = broker.consumer(options(SHORT)).await.unwrap();
     let got = consumer.receive(4, NO_WAIT).await.unwrap();
     assert_eq!(broker.depth().await.unwrap(), Some(10));
@@ -411,13 +369,7 @@ async fn reopening_keeps_messages_and_refuses_a_newer_schema() {
     let queue = TempQueue::new();
     {
         let broker = queue.open().await;
-        broker
-            .producer()
-            .await
-            .unwrap()
-            .enqueue(&bodies(3))
-            .await
-            .unwrap();
+        crate::support::enqueue(&broker, &bodies(3)).await;
     }
     let broker = queue.open().await;
     assert_eq!(broker.depth().await.unwrap(), Some(3));

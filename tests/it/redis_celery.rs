@@ -67,13 +67,7 @@ async fn celery_take_registers_unacked_like_kombu_and_ack_clears() {
         .into_iter()
         .map(Bytes::from)
         .collect();
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&events)
-        .await
-        .unwrap();
+    crate::support::enqueue(broker.as_ref(), &events).await;
     assert_eq!(broker.depth().await.unwrap(), Some(4));
     let mut consumer = broker
         .consumer(ConsumerOptions {
@@ -606,13 +600,7 @@ async fn celery_dead_letters_are_atomic_and_replay_to_the_queue() {
         .into_iter()
         .map(Bytes::from)
         .collect();
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&events)
-        .await
-        .unwrap();
+    crate::support::enqueue(broker.as_ref(), &events).await;
     let mut consumer = broker
         .consumer(ConsumerOptions {
             visibility_timeout: Duration::from_secs(60),

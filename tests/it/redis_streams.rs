@@ -50,13 +50,7 @@ async fn streams_roundtrip_in_order_and_ack_removes() {
     let Some(url) = redis_url() else { return };
     let (broker, _cleanup, _) = open_unique(&url, "rt").await;
     let sent = bodies(25, "rt");
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&sent)
-        .await
-        .unwrap();
+    crate::support::enqueue(broker.as_ref(), &sent).await;
     assert_eq!(broker.depth().await.unwrap(), Some(25));
     let mut consumer = broker
         .consumer(consumer_options("c", Duration::from_secs(30)))
@@ -88,13 +82,7 @@ async fn streams_roundtrip_in_order_and_ack_removes() {
 async fn streams_unacked_entries_are_reclaimed_after_the_visibility_timeout() {
     let Some(url) = redis_url() else { return };
     let (broker, _cleanup, _) = open_unique(&url, "claim").await;
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&bodies(5, "claim"))
-        .await
-        .unwrap();
+    crate::support::enqueue(broker.as_ref(), &bodies(5, "claim")).await;
     let vt = Duration::from_secs(1);
     let mut dead_worker = broker.consumer(consumer_options("a", vt)).await.unwrap();
     let taken = dead_worker
@@ -131,13 +119,7 @@ async fn streams_unacked_entries_are_reclaimed_after_the_visibility_timeout() {
 async fn streams_extend_keeps_and_retry_later_returns() {
     let Some(url) = redis_url() else { return };
     let (broker, _cleanup, _) = open_unique(&url, "ext").await;
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&bodies(2, "ext"))
-        .await
-        .unwrap();
+    crate::support::enqueue(broker.as_ref(), &bodies(2, "ext")).await;
     let vt = Duration::from_millis(1500);
     let mut a = broker.consumer(consumer_options("a", vt)).await.unwrap();
     let mut b = broker.consumer(consumer_options("b", vt)).await.unwrap();
@@ -440,13 +422,7 @@ async fn streams_over_mutual_tls_with_a_private_ca() {
         Err(e) => panic!("mutual TLS with the private CA and a client cert failed: {e}"),
     };
     let sent = bodies(3, "tls");
-    broker
-        .producer()
-        .await
-        .unwrap()
-        .enqueue(&sent)
-        .await
-        .unwrap();
+    crate::support::enqueue(broker.as_ref(), &sent).await;
     let mut consumer = broker
         .consumer(consumer_options("tls", Duration::from_secs(30)))
         .await

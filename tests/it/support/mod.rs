@@ -204,3 +204,14 @@ pub fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Enqueue `bodies` on `broker` through a fresh producer.
+pub async fn enqueue(broker: &dyn geoprov::broker::Broker, bodies: &[bytes::Bytes]) {
+    broker
+        .producer()
+        .await
+        .expect("producer")
+        .enqueue(bodies)
+        .await
+        .expect("enqueue");
+}
