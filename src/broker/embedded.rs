@@ -196,7 +196,7 @@ struct Shared {
     /// The one connection. A `std::sync::Mutex`, not Tokio's: it is locked only inside
     /// `spawn_blocking` closures and never held across an `.await`, so it cannot block the
     /// runtime, and the std lock is cheaper.
-    conn: Mutex<Synced>,
+    conn: Mutex<ConnectionState>,
     /// Fired after every enqueue and replay so that this process's waiting consumers lease at
     /// once instead of at their next poll.
     wakeup: Notify,
@@ -225,7 +225,7 @@ impl EmbeddedBroker {
         Ok(Self {
             shared: Arc::new(Shared {
                 path,
-                conn: Mutex::new(Synced {
+                conn: Mutex::new(ConnectionState {
                     conn,
                     durability: Durability::Synced,
                 }),
@@ -656,14 +656,14 @@ enum Durability {
     /// only ever make a message visible again (a lease, a retry delay, an ack of a batch the
     /// store already holds), which redelivery and the idempotent store absorb. The next synced
     /// commit makes them durable too, since the WAL is one sequential file. For receive, extend,
-    /// retry and ack, which happen for every message: not fsyncing them roughly halves the
-    /// queue's fsyncs and time under the lock.
+    /// retry and ack, which happen for every message: each would otherwise wait for an fsync
+    /// while holding the queue's one connection.
     Relaxed,
 }
 
 /// The connection and the `synchronous` setting it is at (changed only when an operation needs
 /// another one).
-struct Synced {
+struct ConnectionState {
     conn: Connection,
     durability: Durability,
 }
@@ -706,20 +706,20 @@ impl Shared {
         tokio::task::spawn_blocking(move || {
             // A panic while the lock was held cannot leave a transaction open (the
             // `Transaction` guard rolls back as it unwinds), so a poisoned lock is still usable.
-            let mut synced = shared.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut state = shared.conn.lock().unwrap_or_else(PoisonError::into_inner);
             let classified = |error: rusqlite::Error| classify(&shared.path, operation, &error);
-            if synced.durability != durability {
+            if state.durability != durability {
                 let level = match durability {
                     Durability::Synced => "FULL",
                     Durability::Relaxed => "NORMAL",
                 };
-                synced
+                state
                     .conn
                     .pragma_update(None, "synchronous", level)
                     .map_err(classified)?;
-                synced.durability = durability;
+                state.durability = durability;
             }
-            work(&mut synced.conn).map_err(classified)
+            work(&mut state.conn).map_err(classified)
         })
         .await
         .map_err(|e| {

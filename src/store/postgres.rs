@@ -632,10 +632,6 @@ impl PostgresStore {
             .prepare_cached(LOCK_LOG_HEAD_AT)
             .await
             .map_err(classify)?;
-        let select_fresh = client
-            .prepare_cached(SELECT_FRESH)
-            .await
-            .map_err(classify)?;
         let copy = client.prepare_cached(COPY_EVENTS).await.map_err(classify)?;
         let grow = client
             .prepare_cached(UPDATE_LOG_HEAD)
@@ -643,6 +639,7 @@ impl PostgresStore {
             .map_err(classify)?;
         let tx = client.transaction().await.map_err(classify)?;
         let (head, fresh) = if probe {
+            let select_fresh = tx.prepare_cached(SELECT_FRESH).await.map_err(classify)?;
             // Pipelined: both are sent at once; the server runs the probe once it holds the lock.
             let ids: [&(dyn ToSql + Sync); 1] = [&columns.event_id];
             let (head, fresh) =
