@@ -10,15 +10,19 @@
 //! 1. `geoprov bench --store postgres://...?schema=<scratch>&pool_size=6&sslmode=disable --events N
 //!    $GEOPROV_BENCH_ARGS` (default `--concurrency 4`) pushes N events through the embedded
 //!    broker and the worker tasks into a fresh schema, end to end.
-//! 2. The rows it stored are read back as COPY text (the seed's eight columns plus
-//!    `log_position`, `started_at`, `ended_at`), then written with one plain `COPY ... FROM STDIN`
-//!    (one transaction, one fsync) into an empty table of the reference schema (`event_id text
-//!    primary key`, no other index): the raw limit of the server for those rows. This leaves out
-//!    the leaf hash and the edge columns, so it flatters COPY a little.
-//! 3. It prints both rates and geoprov's share of the COPY rate. The COPY runs twice, each time
-//!    into a fresh table, and the mean is used; a third COPY of the complete rows (leaf hash and
-//!    edges too) into a table with every index of `lineage_events` (unique `log_position`, the
-//!    GIN indexes of the edges) is printed for reference.
+//! 2. The rows it stored are read back as COPY text, in log order, and written again with plain
+//!    `COPY ... FROM STDIN` (one transaction, one fsync, text format), each baseline twice into a
+//!    fresh table, the mean used:
+//!    - **complete rows, primary key only**: the 14 columns geoprov stored (the seed's eight,
+//!      `log_position`, `started_at`, `ended_at`, `leaf_hash`, `inputs`, `outputs`) into a table
+//!      with `event_id text primary key` and no other index. This is "a plain COPY of the same
+//!      rows" of issue 4, and the ratio the issue asks for;
+//!    - **seed-shaped rows, primary key only**: only the seed's eight columns and the three
+//!      times/position, the reference table's shape. Less data than geoprov writes (no leaf hash,
+//!      no edge arrays), so a stricter yardstick, printed for reference;
+//!    - **complete rows, every index of `lineage_events`** (unique `log_position`, the partial
+//!      index, the GIN indexes of the edges): what the server alone needs for what geoprov stores.
+//! 3. It prints geoprov's rate, each COPY rate and geoprov's share of each.
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it does nothing.
 
@@ -131,82 +135,91 @@ async fn run(
         .iter()
         .map(|c| c.iter().filter(|&&b| b == b'\n').count())
         .sum();
-    let bytes: usize = text.iter().map(bytes::Bytes::len).sum();
+    let bytes: usize = complete.iter().map(bytes::Bytes::len).sum();
 
-    // 4. Plain COPY into the reference schema, twice (a fresh table each time), then once into
-    //    a table with every index lineage_events has (primary key, unique log_position, the
-    //    partial index), for reference.
-    let mut copy_rates = Vec::new();
-    let mut same_indexes_rate = 0.0;
-    for round in 0..3 {
-        let table = format!("{schema}.copy_scratch_{round}");
-        let ddl = if round < 2 {
-            format!(
-                "CREATE TABLE {table} (event_id text PRIMARY KEY, dataset_uuid text, \
-                 operation text, crs_from text, crs_to text, processor_id text, \
-                 \"timestamp\" timestamptz, payload_json text, log_position bigint, \
-                 started_at timestamptz, ended_at timestamptz)"
-            )
-        } else {
-            format!("CREATE TABLE {table} (LIKE {schema}.lineage_events INCLUDING ALL)")
-        };
-        client
-            .batch_execute(&ddl)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (columns, text) = if round < 2 {
-            (columns, &text)
-        } else {
-            (all_columns.as_str(), &complete)
-        };
-        let started = Instant::now();
-        let sink = client
-            .copy_in(&format!("COPY {table} ({columns}) FROM STDIN"))
-            .await
-            .map_err(|e| e.to_string())?;
-        futures::pin_mut!(sink);
-        for chunk in text {
-            sink.send(chunk.clone()).await.map_err(|e| e.to_string())?;
-        }
-        let copied = sink.finish().await.map_err(|e| e.to_string())?;
-        let elapsed = started.elapsed().as_secs_f64();
-        #[allow(clippy::cast_precision_loss)]
-        let rate = copied as f64 / elapsed.max(1e-9);
-        if round < 2 {
-            copy_rates.push(rate);
-        } else {
-            same_indexes_rate = rate;
-        }
-    }
-    let copy_rate = copy_rates.iter().sum::<f64>() / copy_rates.len().max(1) as f64;
+    // 4. The COPY baselines, each into a fresh table, each twice (the mean is used).
+    let seed_table = "(event_id text PRIMARY KEY, dataset_uuid text, operation text, \
+                      crs_from text, crs_to text, processor_id text, \"timestamp\" timestamptz, \
+                      payload_json text, log_position bigint, started_at timestamptz, \
+                      ended_at timestamptz)";
+    let complete_table = "(event_id text PRIMARY KEY, dataset_uuid text, operation text, \
+                          crs_from text, crs_to text, processor_id text, \"timestamp\" timestamptz, \
+                          payload_json text, log_position bigint, started_at timestamptz, \
+                          ended_at timestamptz, leaf_hash bytea, inputs uuid[], outputs uuid[])";
+    let same_indexes = format!("(LIKE {schema}.lineage_events INCLUDING ALL)");
+    let baselines: [(&str, &str, &str, &[bytes::Bytes]); 3] = [
+        (
+            "the same rows (all 14 columns geoprov stored), primary key only",
+            complete_table,
+            &all_columns,
+            &complete,
+        ),
+        (
+            "seed-shaped rows (11 columns, no leaf hash or edges), primary key only",
+            seed_table,
+            columns,
+            &text,
+        ),
+        (
+            "the same rows, every index of lineage_events",
+            &same_indexes,
+            &all_columns,
+            &complete,
+        ),
+    ];
     println!(
         "rows: {rows} ({} bytes of COPY text, {:.0} B/row)",
         bytes,
         bytes as f64 / rows.max(1) as f64
     );
     println!(
-        "geoprov bench (embedded broker, {} x batch {}, end to end): {geoprov_rate:>8.0} events/s",
+        "geoprov bench (embedded broker, {} x batch {}, end to end): {geoprov_rate:.0} events/s",
         report["concurrency"], report["batch_size"]
     );
-    println!(
-        "plain text COPY, same rows, one transaction:            {copy_rate:>8.0} rows/s \
-         (runs: {})",
-        copy_rates
-            .iter()
-            .map(|r| format!("{r:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!(
-        "plain text COPY of the complete rows into a table with lineage_events' indexes: \
-         {same_indexes_rate:>8.0} rows/s"
-    );
-    println!(
-        "ratio geoprov / COPY: {:.2} (against the COPY with the same indexes: {:.2})",
-        geoprov_rate / copy_rate.max(1e-9),
-        geoprov_rate / same_indexes_rate.max(1e-9)
-    );
+    for (round, (what, shape, columns, text)) in baselines.iter().enumerate() {
+        let mut rates = Vec::new();
+        for run in 0..2 {
+            let table = format!("{schema}.copy_scratch_{round}_{run}");
+            client
+                .batch_execute(&format!("CREATE TABLE {table} {shape}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            rates.push(copy_in(client, &table, columns, text).await?);
+        }
+        let rate = rates.iter().sum::<f64>() / rates.len() as f64;
+        println!(
+            "plain text COPY, one transaction, {what}: {rate:.0} rows/s (runs: {}); \
+             ratio geoprov / COPY: {:.2}",
+            rates
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            geoprov_rate / rate.max(1e-9)
+        );
+    }
     Ok(())
+}
+
+/// COPY `text` into `table` in one transaction; the rate in rows/s.
+async fn copy_in(
+    client: &tokio_postgres::Client,
+    table: &str,
+    columns: &str,
+    text: &[bytes::Bytes],
+) -> Result<f64, String> {
+    let started = Instant::now();
+    let sink = client
+        .copy_in(&format!("COPY {table} ({columns}) FROM STDIN"))
+        .await
+        .map_err(|e| e.to_string())?;
+    futures::pin_mut!(sink);
+    for chunk in text {
+        sink.send(chunk.clone()).await.map_err(|e| e.to_string())?;
+    }
+    let copied = sink.finish().await.map_err(|e| e.to_string())?;
+    #[allow(clippy::cast_precision_loss)]
+    Ok(copied as f64 / started.elapsed().as_secs_f64().max(1e-9))
 }
 
 /// `columns` of every stored row, in log order, as COPY text chunks.
