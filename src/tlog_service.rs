@@ -15,10 +15,15 @@
 //!
 //! # Proofs
 //!
-//! Proofs are computed from the stored leaf hashes (the store keeps no interior nodes), so a
-//! proof reads O(n) 32-byte hashes, paged; an inclusion proof in a log of a million events reads
-//! 32 MB of hashes, about a second on SQLite. Every proof is anchored to a stored signed
-//! checkpoint of exactly its tree size, so an offline checker needs only the verifier key.
+//! Proofs are computed from stored hashes, anchored to a stored signed checkpoint of exactly
+//! their tree size, so an offline checker needs only the verifier key. The store keeps the leaf
+//! hashes, and the checkpointer also stores the interior nodes of every complete perfect subtree
+//! of [`NODE_MIN_HEIGHT`] and up ([`materialize_nodes`]). A proof reads the nodes it needs, and
+//! leaf hashes only under the lowest of them (at most about 2 x 1,024): O(log n) round trips
+//! instead of reading all n leaf hashes. Where nodes are missing (not stored yet, or a role that
+//! may not write them) it falls back to the leaves. Nodes are a cache, so they are not trusted:
+//! a proof built from them is checked against the checkpoint's root before it is returned, and
+//! rebuilt from the leaves alone if the check fails.
 
 use std::io::Write as _;
 use std::ops::Range;
@@ -29,16 +34,26 @@ use serde::{Deserialize, Serialize};
 use crate::event::EventId;
 use crate::store::{StoreError, TransparencyLog};
 use crate::tlog::{
-    consistency_proof_indexes, event_leaf_hash, format_recorded_at, inclusion_proof_indexes,
-    verify_consistency, verify_inclusion, Checkpoint, CompactRange, Hash, Signer, TlogError,
-    Verifier,
+    aligned_subtrees, consistency_proof_indexes, event_leaf_hash, fold_subtrees,
+    format_recorded_at, inclusion_proof_indexes, node_hash, root_from_leaf_hashes,
+    verify_consistency, verify_inclusion, Checkpoint, CompactRange, Hash, NodeId, Signer,
+    TlogError, Verifier,
 };
 
 /// File name of the log signing key inside the data dir.
 pub const KEY_FILE_NAME: &str = "log-signing.key";
 
-/// Leaf hashes read per store call while hashing a subtree for a proof.
+/// Leaf hashes (or nodes) read per store call while hashing a subtree for a proof.
 const HASH_PAGE: u64 = 65_536;
+
+/// The lowest height of the interior nodes [`materialize_nodes`] stores: each covers 1,024
+/// leaves, so a proof reads at most about 2 x 1,024 leaf hashes under the lowest nodes, and the
+/// nodes add about one row per 512 events.
+pub const NODE_MIN_HEIGHT: u32 = 10;
+
+/// Nodes computed and stored per round trip by [`materialize_nodes`] (64 x 1,024 leaf hashes
+/// read at a time at the lowest height).
+const NODE_PAGE: u64 = 64;
 
 /// What went wrong with keys, checkpoints or proofs.
 #[derive(Debug, thiserror::Error)]
@@ -248,8 +263,54 @@ pub async fn write_checkpoint(
     Ok(added.then_some(head.size))
 }
 
-/// `MTH(D[range])` from the stored leaf hashes, read in pages.
-async fn stored_subtree_hash(
+/// Stores the interior nodes of every complete perfect subtree of the log of height
+/// [`NODE_MIN_HEIGHT`] and up that is not stored yet, lowest height first; returns how many it
+/// stored. Reads only what is new since the last run. Idempotent and safe in several processes
+/// at once (they may compute the same nodes; the store keeps one of each). Trusts the stored leaf
+/// hashes, which `geoprov verify` checks; proofs check what they read from nodes anyway.
+///
+/// # Errors
+///
+/// The store's error (for instance a role without INSERT on `log_nodes`).
+pub async fn materialize_nodes(log: &dyn TransparencyLog) -> Result<u64, StoreError> {
+    let size = log.tree_head().await?.size;
+    let mut added = 0u64;
+    for height in NODE_MIN_HEIGHT..64 {
+        let complete = size >> height;
+        if complete == 0 {
+            break;
+        }
+        let mut next = log.tree_nodes_end(height).await?;
+        while next < complete {
+            let end = complete.min(next + NODE_PAGE);
+            let nodes: Vec<(u64, Hash)> = if height == NODE_MIN_HEIGHT {
+                let leaves = log.leaf_hashes(next << height, end << height).await?;
+                (next..)
+                    .zip(leaves.chunks(1 << height))
+                    .map(|(index, chunk)| (index, root_from_leaf_hashes(chunk)))
+                    .collect()
+            } else {
+                let children = log.tree_nodes(height - 1, 2 * next, 2 * end).await?;
+                if children.len() as u64 != 2 * (end - next) {
+                    // The height below is not complete here (another process is still storing
+                    // it): the next run goes on from here.
+                    break;
+                }
+                (next..)
+                    .zip(children.chunks_exact(2))
+                    .map(|(index, pair)| (index, node_hash(&pair[0].1, &pair[1].1)))
+                    .collect()
+            };
+            log.add_tree_nodes(height, &nodes).await?;
+            added += nodes.len() as u64;
+            next = end;
+        }
+    }
+    Ok(added)
+}
+
+/// `MTH(D[range])` from the stored leaf hashes alone, read in pages.
+async fn leaves_subtree_hash(
     log: &dyn TransparencyLog,
     range: Range<u64>,
 ) -> Result<Hash, StoreError> {
@@ -265,16 +326,82 @@ async fn stored_subtree_hash(
     Ok(frontier.root())
 }
 
-/// The subtree hashes of `ranges`, in order, as lowercase hex.
+/// The hash of node `id`: stored; else from the stored nodes of [`NODE_MIN_HEIGHT`] under it
+/// when they are all there; else from its leaves.
+async fn stored_node_hash(log: &dyn TransparencyLog, id: NodeId) -> Result<Hash, StoreError> {
+    if id.height >= NODE_MIN_HEIGHT {
+        if let Some(&(_, hash)) = log
+            .tree_nodes(id.height, id.index, id.index + 1)
+            .await?
+            .first()
+        {
+            return Ok(hash);
+        }
+        let shift = id.height - NODE_MIN_HEIGHT;
+        let (from, to) = (id.index << shift, (id.index + 1) << shift);
+        let mut lowest = CompactRange::new();
+        let mut next = from;
+        while next < to {
+            let end = to.min(next.saturating_add(HASH_PAGE));
+            let nodes = log.tree_nodes(NODE_MIN_HEIGHT, next, end).await?;
+            if nodes.len() as u64 != end - next {
+                break;
+            }
+            for (_, hash) in nodes {
+                lowest.append(hash);
+            }
+            next = end;
+        }
+        if next == to {
+            // A perfect tree of perfect subtrees: its root is the node's hash.
+            return Ok(lowest.root());
+        }
+    }
+    leaves_subtree_hash(log, id.leaves()).await
+}
+
+/// `MTH(D[range])`: from stored nodes where the range is made of whole subtrees of the tree
+/// (every range of a proof is), from the leaves otherwise or with `leaves_only`.
+async fn stored_subtree_hash(
+    log: &dyn TransparencyLog,
+    range: Range<u64>,
+    leaves_only: bool,
+) -> Result<Hash, StoreError> {
+    let pieces = if leaves_only {
+        None
+    } else {
+        aligned_subtrees(range.clone())
+    };
+    let Some(pieces) = pieces else {
+        return leaves_subtree_hash(log, range).await;
+    };
+    let mut hashes = Vec::with_capacity(pieces.len());
+    for id in pieces {
+        hashes.push(stored_node_hash(log, id).await?);
+    }
+    Ok(fold_subtrees(&hashes))
+}
+
+/// The subtree hashes of `ranges`, in order.
 async fn proof_hashes(
     log: &dyn TransparencyLog,
-    ranges: Vec<Range<u64>>,
-) -> Result<Vec<String>, StoreError> {
+    ranges: &[Range<u64>],
+    leaves_only: bool,
+) -> Result<Vec<Hash>, StoreError> {
     let mut out = Vec::with_capacity(ranges.len());
     for range in ranges {
-        out.push(hex::encode(stored_subtree_hash(log, range).await?));
+        out.push(stored_subtree_hash(log, range.clone(), leaves_only).await?);
     }
     Ok(out)
+}
+
+/// Says that a proof built with stored nodes did not check out and was rebuilt from the leaves.
+fn warn_bad_nodes(what: &str) {
+    tracing::warn!(
+        message = "A proof built from the stored tree nodes did not match the signed root; \
+                   it was rebuilt from the leaf hashes. Run `geoprov verify` on the log.",
+        proof = what
+    );
 }
 
 /// An inclusion proof as `geoprov prove` prints it and `GET /v1/log/proof/{event_id}` serves it.
@@ -361,7 +488,24 @@ pub async fn inclusion_proof(
         .ok_or_else(|| StoreError::Corrupt(format!("no leaf hash at position {}", row.position)))?;
     let ranges = inclusion_proof_indexes(row.position, checkpoint.tree_size)
         .map_err(|e| LogServiceError::Invalid(e.to_string()))?;
-    let audit_path = proof_hashes(log, ranges).await?;
+    let mut audit_path = proof_hashes(log, &ranges, false).await?;
+    let root = checkpoint.root_hash;
+    if verify_inclusion(
+        &leaf,
+        row.position,
+        checkpoint.tree_size,
+        &audit_path,
+        &root,
+    )
+    .is_err()
+    {
+        let from_leaves = proof_hashes(log, &ranges, true).await?;
+        if from_leaves != audit_path {
+            warn_bad_nodes("inclusion");
+            audit_path = from_leaves;
+        }
+    }
+    let audit_path = audit_path.iter().map(hex::encode).collect();
     Ok(InclusionProof {
         event_id: Some(row.event_id.clone()),
         leaf_index: row.position,
@@ -405,7 +549,16 @@ pub async fn consistency_proof(
     })?;
     let ranges = consistency_proof_indexes(old_size, new_size)
         .map_err(|e| LogServiceError::Invalid(e.to_string()))?;
-    let proof = proof_hashes(log, ranges).await?;
+    let mut proof = proof_hashes(log, &ranges, false).await?;
+    let roots = (&old.root_hash, &new.root_hash);
+    if verify_consistency(old_size, new_size, roots.0, roots.1, &proof).is_err() {
+        let from_leaves = proof_hashes(log, &ranges, true).await?;
+        if from_leaves != proof {
+            warn_bad_nodes("consistency");
+            proof = from_leaves;
+        }
+    }
+    let proof = proof.iter().map(hex::encode).collect();
     Ok(ConsistencyProof {
         old_size,
         new_size,

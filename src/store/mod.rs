@@ -245,6 +245,24 @@ pub trait TransparencyLog: Send + Sync {
     /// The checkpoint with the largest tree size, if any.
     async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
 
+    /// The stored interior nodes of the log's Merkle tree at `height` with indexes in
+    /// `from..to`, ascending, as `(index, hash)`; nodes not stored are left out. These are a
+    /// cache of perfect-subtree roots ([`crate::tlog::NodeId`]) that proofs read instead of the
+    /// leaves under them; see `tlog_service::materialize_nodes`.
+    async fn tree_nodes(
+        &self,
+        height: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, Hash)>, StoreError>;
+
+    /// How many nodes of `height` are stored from index 0 on (the largest stored index + 1;
+    /// 0 when none).
+    async fn tree_nodes_end(&self, height: u32) -> Result<u64, StoreError>;
+
+    /// Stores interior nodes of `height`; a node stored already is kept as it is.
+    async fn add_tree_nodes(&self, height: u32, nodes: &[(u64, Hash)]) -> Result<(), StoreError>;
+
     /// One page of the stored lineage edges, starting at `cursor` (0 for the first page; then
     /// the page's [`EdgePage::next`]), about `limit` edges or events' worth. Every stored edge
     /// comes exactly once over all pages, in no promised order, with the position of the event

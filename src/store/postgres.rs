@@ -188,6 +188,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0003_edge_columns",
         sql: include_str!("migrations/postgres/0003_edge_columns.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_log_nodes",
+        sql: include_str!("migrations/postgres/0004_log_nodes.sql"),
+    },
 ];
 
 /// The schema version this binary reads and writes (the newest migration it knows).
@@ -1089,6 +1094,80 @@ impl TransparencyLog for PostgresStore {
         Ok(out)
     }
 
+    async fn tree_nodes(
+        &self,
+        height: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, Hash)>, StoreError> {
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let (lo, hi) = (to_sql_int(from)?, to_sql_int(to)?);
+        let height = node_height(height)?;
+        let client = self.ready_client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT node_index, hash FROM log_nodes \
+                 WHERE height = $1 AND node_index >= $2 AND node_index < $3 ORDER BY node_index",
+            )
+            .await
+            .map_err(classify)?;
+        let rows = client
+            .query(&stmt, &[&height, &lo, &hi])
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|row| {
+                let index: i64 = row.try_get(0).map_err(corrupt)?;
+                let hash: &[u8] = row.try_get(1).map_err(corrupt)?;
+                let hash: Hash = hash.try_into().map_err(|_| {
+                    StoreError::Corrupt(format!("log node {height}/{index} is not 32 bytes"))
+                })?;
+                Ok((u64::try_from(index).unwrap_or(0), hash))
+            })
+            .collect()
+    }
+
+    async fn tree_nodes_end(&self, height: u32) -> Result<u64, StoreError> {
+        let height = node_height(height)?;
+        let client = self.ready_client().await?;
+        let row = client
+            .query_one(
+                "SELECT max(node_index) FROM log_nodes WHERE height = $1",
+                &[&height],
+            )
+            .await
+            .map_err(classify)?;
+        let end: Option<i64> = row.try_get(0).map_err(corrupt)?;
+        Ok(end.map_or(0, |i| u64::try_from(i).unwrap_or(0).saturating_add(1)))
+    }
+
+    /// One `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`: checkpointers of several
+    /// processes may store the same nodes at once.
+    async fn add_tree_nodes(&self, height: u32, nodes: &[(u64, Hash)]) -> Result<(), StoreError> {
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let height = node_height(height)?;
+        let indexes = nodes
+            .iter()
+            .map(|(index, _)| to_sql_int(*index))
+            .collect::<Result<Vec<i64>, _>>()?;
+        let hashes: Vec<&[u8]> = nodes.iter().map(|(_, hash)| &hash[..]).collect();
+        let client = self.ready_client().await?;
+        client
+            .execute(
+                "INSERT INTO log_nodes (height, node_index, hash) \
+                 SELECT $1, i, h FROM unnest($2::bigint[], $3::bytea[]) AS n(i, h) \
+                 ON CONFLICT DO NOTHING",
+                &[&height, &indexes, &hashes],
+            )
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     /// One statement that cannot lose a race: `INSERT ... ON CONFLICT DO NOTHING`, then, when
     /// the size was taken, a look at the root stored for it. The head is read without a lock
     /// (commits are not held up by checkpoints); it only grows, so a size not beyond it now
@@ -1339,6 +1418,14 @@ async fn log_size<C: deadpool_postgres::GenericClient + Sync>(
 }
 
 /// A `u64` counter as a PostgreSQL `bigint`; refuses the impossible overflow.
+/// A node height as the `smallint` column stores it.
+fn node_height(height: u32) -> Result<i16, StoreError> {
+    i16::try_from(height)
+        .ok()
+        .filter(|h| (1..=63).contains(h))
+        .ok_or_else(|| StoreError::Query(format!("no tree node height {height}")))
+}
+
 fn to_sql_int(value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Query(format!("{value} exceeds a bigint")))
 }

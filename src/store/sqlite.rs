@@ -101,6 +101,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0002_tlog",
         sql: include_str!("migrations/sqlite/0002_tlog.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_log_nodes",
+        sql: include_str!("migrations/sqlite/0003_log_nodes.sql"),
+    },
 ];
 
 /// The schema version this binary reads and writes (the newest migration it knows).
@@ -343,6 +348,58 @@ impl TransparencyLog for SqliteStore {
     async fn edges(&self, cursor: u64, limit: usize) -> Result<EdgePage, StoreError> {
         let inner = Arc::clone(&self.inner);
         run_blocking(move || inner.read(|conn| edges_page(conn, cursor, limit))).await
+    }
+
+    async fn tree_nodes(
+        &self,
+        height: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, Hash)>, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || inner.read(|conn| tree_nodes(conn, height, from, to))).await
+    }
+
+    async fn tree_nodes_end(&self, height: u32) -> Result<u64, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            inner.read(|conn| {
+                let end: Option<i64> = conn
+                    .prepare_cached("SELECT max(node_index) FROM log_nodes WHERE height = ?1")
+                    .and_then(|mut stmt| stmt.query_row([height], |row| row.get(0)))
+                    .map_err(classify)?;
+                Ok(end.map_or(0, |i| u64::try_from(i).unwrap_or(0).saturating_add(1)))
+            })
+        })
+        .await
+    }
+
+    async fn add_tree_nodes(&self, height: u32, nodes: &[(u64, Hash)]) -> Result<(), StoreError> {
+        let nodes = nodes.to_vec();
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            let mut conn = inner.writer();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(classify)?;
+            inner.ensure_schema(&tx)?;
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO log_nodes (height, node_index, hash) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .map_err(classify)?;
+                for (index, hash) in &nodes {
+                    let index = to_sql_int(*index, "node index")?;
+                    insert
+                        .execute(params![height, index, &hash[..]])
+                        .map_err(classify)?;
+                }
+            }
+            tx.commit().map_err(classify)
+        })
+        .await
     }
 
     async fn add_checkpoint(
@@ -752,6 +809,41 @@ fn backfill_leaves(tx: &Connection) -> Result<(), StoreError> {
     )
     .map_err(classify)?;
     Ok(())
+}
+
+fn tree_nodes(
+    conn: &Connection,
+    height: u32,
+    from: u64,
+    to: u64,
+) -> Result<Vec<(u64, Hash)>, StoreError> {
+    if to <= from {
+        return Ok(Vec::new());
+    }
+    let (lo, hi) = (
+        to_sql_int(from, "node index")?,
+        to_sql_int(to, "node index")?,
+    );
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT node_index, hash FROM log_nodes \
+             WHERE height = ?1 AND node_index >= ?2 AND node_index < ?3 ORDER BY node_index",
+        )
+        .map_err(classify)?;
+    let rows = stmt
+        .query_map(params![height, lo, hi], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+        })
+        .map_err(classify)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (index, hash) = row.map_err(classify)?;
+        let hash: Hash = hash.try_into().map_err(|_| {
+            StoreError::Corrupt(format!("log node {height}/{index} is not 32 bytes"))
+        })?;
+        out.push((u64::try_from(index).unwrap_or(0), hash));
+    }
+    Ok(out)
 }
 
 fn leaf_hashes(conn: &Connection, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {

@@ -5,8 +5,10 @@
 //! `SHA-256("")` ([`empty_root`]); `MTH(D[n])` splits `n` leaves at the largest power of two
 //! smaller than `n` (RFC 6962 section 2.1), so the tree is never padded or duplicated.
 //!
-//! The store keeps only *leaf* hashes, indexed by log position, plus one [`CompactRange`]
-//! (the frontier) so that appending a leaf and computing the current root cost O(log n).
+//! The store keeps the *leaf* hashes, indexed by log position, plus one [`CompactRange`]
+//! (the frontier) so that appending a leaf and computing the current root cost O(log n), and a
+//! cache of interior nodes ([`NodeId`]; [`aligned_subtrees`] says which of them make up a proof's
+//! range).
 //! Proofs are computed by [`inclusion_proof`] and [`consistency_proof`], which hash subtrees
 //! up from the leaves that a [`HashReader`] returns; their paired [`inclusion_proof_indexes`]
 //! and [`consistency_proof_indexes`] say which leaf ranges those are, so a store can fetch
@@ -169,12 +171,67 @@ impl CompactRange {
     /// `MTH(D[size])`: the root of the tree over all appended leaves; [`empty_root`] when empty.
     #[must_use]
     pub fn root(&self) -> Hash {
-        let mut iter = self.hashes.iter().rev();
-        let Some(last) = iter.next() else {
-            return empty_root();
-        };
-        iter.fold(*last, |acc, left| node_hash(left, &acc))
+        fold_subtrees(&self.hashes)
     }
+}
+
+/// One perfect subtree of the whole tree: node `index` at `height` covers the leaves
+/// `index << height .. (index + 1) << height` (height 0 is a leaf).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId {
+    /// Levels above the leaves; the node covers `1 << height` leaves.
+    pub height: u32,
+    /// The node's position among the nodes of its height, from the left.
+    pub index: u64,
+}
+
+impl NodeId {
+    /// The leaves the node covers.
+    #[must_use]
+    pub fn leaves(self) -> Range<u64> {
+        (self.index << self.height)..((self.index + 1) << self.height)
+    }
+}
+
+/// The perfect subtrees of the whole tree that make up `range`, largest first, when
+/// `MTH(D[range])` is their [`fold_subtrees`]: when `range.start` is a multiple of the largest
+/// power of two not above the range's length. Every range the `*_indexes` helpers return is one
+/// of those, so a store that keeps interior node hashes can answer proofs from O(log n) of them.
+/// `None` for an empty range or one that starts elsewhere.
+#[must_use]
+pub fn aligned_subtrees(range: Range<u64>) -> Option<Vec<NodeId>> {
+    if range.start >= range.end {
+        return None;
+    }
+    let len = range.end - range.start;
+    let top = len.ilog2();
+    if range.start & ((1u64 << top) - 1) != 0 {
+        return None;
+    }
+    let mut start = range.start;
+    let mut out = Vec::with_capacity(len.count_ones() as usize);
+    for height in (0..=top).rev() {
+        if len & (1u64 << height) != 0 {
+            out.push(NodeId {
+                height,
+                index: start >> height,
+            });
+            start += 1u64 << height;
+        }
+    }
+    Some(out)
+}
+
+/// `MTH` of consecutive perfect subtrees given largest first, as [`aligned_subtrees`] lists
+/// them: the rightmost two are joined first, as in [`CompactRange::root`]. [`empty_root`] for
+/// none.
+#[must_use]
+pub fn fold_subtrees(hashes: &[Hash]) -> Hash {
+    let mut iter = hashes.iter().rev();
+    let Some(last) = iter.next() else {
+        return empty_root();
+    };
+    iter.fold(*last, |acc, left| node_hash(left, &acc))
 }
 
 /// Reads leaf hashes by leaf index (log position). The store implements it over the hashes it
@@ -1170,5 +1227,64 @@ mod tests {
                 verify_consistency(m, n, &old_root, &root, &proof).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn every_proof_range_is_a_fold_of_aligned_subtrees() {
+        let leaves: Vec<Hash> = (0u32..300).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let node = |id: NodeId| -> Hash {
+            let r = id.leaves();
+            root_from_leaf_hashes(&leaves[idx(r.start)..idx(r.end)])
+        };
+        let check = |range: Range<u64>| {
+            let ids = aligned_subtrees(range.clone())
+                .unwrap_or_else(|| panic!("{range:?} is not aligned"));
+            assert_eq!(
+                ids.iter()
+                    .map(|id| id.leaves().end - id.leaves().start)
+                    .sum::<u64>(),
+                range.end - range.start
+            );
+            let hashes: Vec<Hash> = ids.into_iter().map(node).collect();
+            assert_eq!(
+                fold_subtrees(&hashes),
+                root_from_leaf_hashes(&leaves[idx(range.start)..idx(range.end)]),
+                "{range:?}"
+            );
+        };
+        for size in (1..=70u64).chain([255, 256, 257, 300]) {
+            let step = if size > 70 { 17 } else { 1 };
+            for index in (0..size).step_by(step) {
+                inclusion_proof_indexes(index, size)
+                    .unwrap()
+                    .into_iter()
+                    .for_each(check);
+            }
+            for old in (1..=size).step_by(step) {
+                consistency_proof_indexes(old, size)
+                    .unwrap()
+                    .into_iter()
+                    .for_each(check);
+            }
+        }
+        assert_eq!(aligned_subtrees(3..5), None, "starts off the 2-leaf grid");
+        assert_eq!(aligned_subtrees(4..4), None);
+        assert_eq!(
+            aligned_subtrees(8..15),
+            Some(vec![
+                NodeId {
+                    height: 2,
+                    index: 2
+                },
+                NodeId {
+                    height: 1,
+                    index: 6
+                },
+                NodeId {
+                    height: 0,
+                    index: 14
+                },
+            ])
+        );
     }
 }

@@ -30,9 +30,10 @@ pub mod merkle;
 pub use checkpoint::{key_id, Checkpoint, Signer, Verifier, MAX_NOTE_BYTES, MAX_NOTE_SIGNATURES};
 pub use leaf::{event_leaf_hash, format_recorded_at, leaf_data, LEAF_VERSION_TAG};
 pub use merkle::{
-    consistency_proof, consistency_proof_indexes, empty_root, inclusion_proof,
-    inclusion_proof_indexes, leaf_hash, node_hash, root_from_leaf_hashes, subtree_hash,
-    verify_consistency, verify_inclusion, CompactRange, HashReader, MAX_TREE_SIZE,
+    aligned_subtrees, consistency_proof, consistency_proof_indexes, empty_root, fold_subtrees,
+    inclusion_proof, inclusion_proof_indexes, leaf_hash, node_hash, root_from_leaf_hashes,
+    subtree_hash, verify_consistency, verify_inclusion, CompactRange, HashReader, NodeId,
+    MAX_TREE_SIZE,
 };
 
 /// A SHA-256 digest: a leaf hash, an interior node hash or a tree root.

@@ -5,8 +5,12 @@
 //!
 //! Not for: the signing itself or the key file (see [`crate::tlog_service`]).
 //!
+//! After each checkpoint it also stores the interior tree nodes the log gained
+//! ([`materialize_nodes`]), which keeps proofs at O(log n) reads.
+//!
 //! Several processes may write checkpoints to one store: checkpoints are idempotent per tree
 //! size, and each one is taken from one consistent read of the head (size and root together).
+//! Nodes are idempotent too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +18,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::shutdown::Shutdown;
-use crate::store::{transparency_log, Store};
+use crate::store::{transparency_log, Store, StoreError};
 use crate::tlog::Signer;
-use crate::tlog_service::write_checkpoint;
+use crate::tlog_service::{materialize_nodes, write_checkpoint};
 
 /// When checkpoints are written.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +50,9 @@ pub struct Checkpointer {
     store: Arc<dyn Store>,
     signer: Signer,
     options: CheckpointOptions,
+    /// Set once storing tree nodes failed for a reason other than an outage (a role without
+    /// INSERT on `log_nodes`, say): said once, then proofs read leaves where nodes are missing.
+    nodes_given_up: bool,
 }
 
 impl Checkpointer {
@@ -55,6 +62,36 @@ impl Checkpointer {
             store,
             signer,
             options,
+            nodes_given_up: false,
+        }
+    }
+
+    /// Stores the tree nodes the log gained since the last call (see the module documentation).
+    /// Errors are logged, never fatal.
+    pub async fn store_nodes(&mut self) {
+        if self.nodes_given_up {
+            return;
+        }
+        let Ok(log) = transparency_log(self.store.as_ref()) else {
+            return;
+        };
+        match materialize_nodes(log).await {
+            Ok(added) => {
+                if added > 0 {
+                    tracing::debug!(message = "Stored tree nodes.", added);
+                }
+            }
+            Err(StoreError::Unavailable(error)) => {
+                tracing::debug!(message = "Storing tree nodes failed; will retry.", %error);
+            }
+            Err(error) => {
+                self.nodes_given_up = true;
+                tracing::warn!(
+                    message = "Cannot store the log's tree nodes; proofs will read the leaf \
+                               hashes instead, which is slower on large logs.",
+                    %error
+                );
+            }
         }
     }
 
@@ -79,7 +116,7 @@ impl Checkpointer {
 
     /// Runs until `stop` resolves, then writes a final checkpoint. Trigger `stop` only after
     /// the workers have stopped, so that the final checkpoint covers everything they committed.
-    pub async fn run(self, mut stop: Shutdown) {
+    pub async fn run(mut self, mut stop: Shutdown) {
         let poll = self
             .options
             .interval
@@ -119,11 +156,13 @@ impl Checkpointer {
                 if let Some(written) = self.checkpoint_now().await {
                     last_size = written;
                 }
+                self.store_nodes().await;
                 last_time = Instant::now();
             }
         }
         if let Some(size) = self.checkpoint_now().await {
             tracing::info!(message = "Final checkpoint written.", tree_size = size);
         }
+        self.store_nodes().await;
     }
 }

@@ -982,7 +982,7 @@ async fn a_least_privilege_worker_role_appends_and_checkpoints() {
     raw.batch_execute(&format!(
         "CREATE ROLE {role} LOGIN;
          GRANT USAGE ON SCHEMA {s} TO {role};
-         GRANT SELECT, INSERT ON lineage_events, log_checkpoints TO {role};
+         GRANT SELECT, INSERT ON lineage_events, log_checkpoints, log_nodes TO {role};
          GRANT SELECT, UPDATE ON log_head TO {role};
          GRANT SELECT ON schema_migrations TO {role};
          GRANT EXECUTE ON FUNCTION geoprov_clean_edge_indexes() TO {role};",
@@ -1029,17 +1029,38 @@ async fn a_least_privilege_worker_role_appends_and_checkpoints() {
             )
             .await
             .is_err());
-        Ok::<_, geoprov::store::StoreError>(store.tree_head().await?.size)
+        // And store the log's tree nodes (two of 1,024 leaves and the one above them).
+        let events: Vec<LineageEvent> = (30..30 + 2048).map(event).collect();
+        store.commit_batch(&events).await?;
+        assert_eq!(geoprov::tlog_service::materialize_nodes(&store).await?, 3);
+        // A proof read through those nodes is the one the leaves give.
+        write_checkpoint(&store, &signer)
+            .await
+            .map_err(|e| geoprov::store::StoreError::Query(e.to_string()))?;
+        let size = store.tree_head().await?.size;
+        let leaves = store.leaf_hashes(0, size).await?;
+        let first = store.scan(5, 1).await?.remove(0);
+        let proof =
+            geoprov::tlog_service::inclusion_proof(&store, &first.event_id.parse().expect("id"))
+                .await
+                .map_err(|e| geoprov::store::StoreError::Query(e.to_string()))?;
+        let expected: Vec<String> = geoprov::tlog::inclusion_proof(5, size, &leaves)
+            .expect("proof")
+            .iter()
+            .map(hex::encode)
+            .collect();
+        assert_eq!(proof.audit_path, expected);
+        Ok::<_, geoprov::store::StoreError>(size)
     }
     .await;
     let _ = raw
         .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
         .await;
-    assert_eq!(result.expect("worker role"), 30);
+    assert_eq!(result.expect("worker role"), 30 + 2048);
     let checkpoints: i64 = raw
         .query_one("SELECT count(*) FROM log_checkpoints", &[])
         .await
         .expect("count")
         .get(0);
-    assert_eq!(checkpoints, 3);
+    assert_eq!(checkpoints, 4);
 }

@@ -9,11 +9,15 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use geoprov::event::EventId;
 use geoprov::event::LineageEvent;
 use geoprov::store::sqlite::SqliteStore;
 use geoprov::store::{Store, TransparencyLog};
 use geoprov::tlog::{event_leaf_hash, CompactRange, Signer};
-use geoprov::tlog_service::{default_key_path, write_checkpoint, write_key_file};
+use geoprov::tlog_service::{
+    consistency_proof, default_key_path, inclusion_proof, materialize_nodes, write_checkpoint,
+    write_key_file,
+};
 use rusqlite::{params, Connection};
 
 use crate::support::tlog::{event, flip, geoprov, terminate, text, verify_fails, verify_ok};
@@ -526,6 +530,88 @@ async fn proofs_verify_offline_and_tampered_ones_do_not() {
     // A size with no stored checkpoint.
     let out = geoprov(f.path(), &["prove", "--consistency", "10", "25"]);
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_read_stored_tree_nodes_and_never_trust_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("lineage.db");
+    let signer = Signer::generate("geoprov/nodes").expect("signer");
+    let store = SqliteStore::open_and_migrate(&db).await.expect("store");
+    for (from, to) in [(0, 3000), (3000, 5000)] {
+        for start in (from..to).step_by(1000) {
+            let events: Vec<LineageEvent> = (start..start + 1000).map(event).collect();
+            store.commit_batch(&events).await.expect("commit");
+        }
+        write_checkpoint(&store, &signer).await.expect("checkpoint");
+    }
+    let raw = Connection::open(&db).expect("raw connection");
+    let id_at = |position: i64| -> EventId {
+        let id: String = raw
+            .query_row(
+                "SELECT event_id FROM lineage_events WHERE log_position = ?1",
+                [position],
+                |r| r.get(0),
+            )
+            .expect("event");
+        id.parse().expect("event id")
+    };
+    let positions = [0, 100, 1023, 1024, 2500, 4095, 4096, 4999];
+    let mut from_leaves = Vec::new();
+    for &p in &positions {
+        from_leaves.push(inclusion_proof(&store, &id_at(p)).await.expect("proof"));
+    }
+    let consistency = consistency_proof(&store, 3000, 5000).await.expect("proof");
+
+    // 5,000 leaves: nodes 0-3 of 1,024 leaves, 0-1 of 2,048, 0 of 4,096; then nothing new.
+    assert_eq!(materialize_nodes(&store).await.expect("nodes"), 7);
+    assert_eq!(materialize_nodes(&store).await.expect("nodes"), 0);
+    for (&p, expected) in positions.iter().zip(&from_leaves) {
+        let proof = inclusion_proof(&store, &id_at(p)).await.expect("proof");
+        assert_eq!(&proof, expected, "position {p}");
+    }
+    assert_eq!(
+        consistency_proof(&store, 3000, 5000).await.expect("proof"),
+        consistency
+    );
+
+    // The nodes are what the proofs read: with a leaf hash under the node of leaves 0..4096
+    // gone, the proof of the last event still comes out the same.
+    let attacker = Connection::open(&db).expect("raw connection");
+    attacker
+        .execute_batch(
+            "DROP TRIGGER lineage_events_no_update;
+             DROP TRIGGER log_nodes_no_update;
+             CREATE TEMP TABLE saved AS SELECT leaf_hash FROM lineage_events
+                 WHERE log_position = 100;
+             UPDATE lineage_events SET leaf_hash = NULL WHERE log_position = 100;",
+        )
+        .expect("tamper");
+    let last = inclusion_proof(&store, &id_at(4999)).await.expect("proof");
+    assert_eq!(&last, &from_leaves[7]);
+    assert!(
+        inclusion_proof(&store, &id_at(100)).await.is_err(),
+        "the leaf itself is still read"
+    );
+
+    // A wrong node is never served: the proof is checked against the signed root and rebuilt
+    // from the leaves.
+    attacker
+        .execute_batch(
+            "UPDATE lineage_events SET leaf_hash = (SELECT leaf_hash FROM saved)
+                 WHERE log_position = 100;
+             UPDATE log_nodes SET hash = zeroblob(32) WHERE height = 10 AND node_index = 1;
+             UPDATE log_nodes SET hash = zeroblob(32) WHERE height = 12 AND node_index = 0;",
+        )
+        .expect("tamper");
+    for (&p, expected) in positions.iter().zip(&from_leaves) {
+        let proof = inclusion_proof(&store, &id_at(p)).await.expect("proof");
+        assert_eq!(&proof, expected, "position {p}");
+    }
+    assert_eq!(
+        consistency_proof(&store, 3000, 5000).await.expect("proof"),
+        consistency
+    );
 }
 
 #[test]
