@@ -32,7 +32,9 @@
 //! payloads name (each distinct input x each distinct output), compared as order-independent
 //! keyed digests ([`EdgeSum`]), so an edge added, removed or changed is caught without holding
 //! the edges in memory, and an edge naming an event that is not stored is named; no row may
-//! exist beyond the head; no checkpoint may be beyond the log.
+//! exist beyond the head; no checkpoint may be beyond the log; every stored tree node
+//! (`log_nodes`, the proofs' cache) MUST equal the root recomputed from the leaves under it, and
+//! none may cover positions beyond the log.
 //! Rows after the latest checkpoint are intact as far as the rows go, but nothing signed covers
 //! them yet: they are reported as a warning, not a failure.
 //!
@@ -48,8 +50,10 @@ use std::sync::Arc;
 use crate::event::{parse_event, EventId, LineageEvent};
 use crate::store::{transparency_log, Store, StoreError, StoredCheckpoint, StoredEvent};
 use crate::tlog::{
-    event_leaf_hash, format_recorded_at, Checkpoint, CompactRange, Hash, TlogError, Verifier,
+    event_leaf_hash, format_recorded_at, node_hash, Checkpoint, CompactRange, Hash, TlogError,
+    Verifier,
 };
+use crate::tlog_service::NODE_MIN_HEIGHT;
 
 /// Rows per page by default.
 pub const DEFAULT_PAGE_SIZE: usize = 20_000;
@@ -385,6 +389,11 @@ impl CheckpointCursor {
 /// The state of the recomputation while streaming.
 struct Walk {
     range: CompactRange,
+    /// The leaves of the current block of `1 << NODE_MIN_HEIGHT` positions.
+    block: CompactRange,
+    /// The recomputed roots of the complete blocks so far: the lowest stored tree nodes must
+    /// equal them (32 bytes per 1,024 events in memory).
+    lowest_nodes: Vec<Hash>,
     /// Size of the last checkpoint whose root matched (the start of any divergence).
     last_good: u64,
     /// Size of the latest stored checkpoint checked.
@@ -393,6 +402,15 @@ struct Walk {
 }
 
 impl Walk {
+    fn append(&mut self, leaf: Hash) {
+        self.range.append(leaf);
+        self.block.append(leaf);
+        if self.block.size() == 1 << NODE_MIN_HEIGHT {
+            self.lowest_nodes.push(self.block.root());
+            self.block = CompactRange::new();
+        }
+    }
+
     fn check_stored(
         &mut self,
         checkpoint: &StoredCheckpoint,
@@ -535,6 +553,8 @@ pub async fn verify_log(
 
     let mut walk = Walk {
         range: CompactRange::new(),
+        block: CompactRange::new(),
+        lowest_nodes: Vec::new(),
         last_good: 0,
         covered: 0,
         checkpoints: 0,
@@ -617,7 +637,7 @@ pub async fn verify_log(
             if i >= dense_len || i >= first_bad {
                 break;
             }
-            walk.range.append(leaf);
+            walk.append(leaf);
             named_edges.merge(edges);
             let due = next_due(&mut cursor, store.as_ref(), walk.range.size()).await?;
             check_due(&mut walk, due, &mut external_checked)?;
@@ -655,6 +675,7 @@ pub async fn verify_log(
         VerifyError::Store(StoreError::Query(format!("edge scan task failed: {e}")))
     })??;
     check_edges(stored, named_edges)?;
+    check_tree_nodes(log, std::mem::take(&mut walk.lowest_nodes)).await?;
 
     // Nothing beyond the head: a row there must be a concurrent commit, which moves the head.
     let head_now = log.tree_head().await?;
@@ -706,6 +727,61 @@ pub async fn verify_log(
         external_checked,
         warnings,
     })
+}
+
+/// Stored tree nodes read per store call.
+const NODE_PAGE: u64 = 10_000;
+
+/// Every stored tree node (`log_nodes`) of the verified part of the log MUST equal the root
+/// recomputed from the leaves under it, `lowest` being the recomputed roots of the complete
+/// blocks of `1 << NODE_MIN_HEIGHT` leaves in order; a node may be missing (they are a cache the
+/// checkpointer fills), and a node over leaves stored after the walk began is not checked, but
+/// one over leaves that do not exist is reported.
+async fn check_tree_nodes(
+    log: &dyn crate::store::TransparencyLog,
+    lowest: Vec<Hash>,
+) -> Result<(), VerifyError> {
+    let mut expected = lowest;
+    for height in NODE_MIN_HEIGHT..64 {
+        let end = log.tree_nodes_end(height).await?;
+        if end == 0 && expected.is_empty() {
+            break;
+        }
+        let known = expected.len() as u64;
+        if end > known {
+            let leaves_end = end.saturating_mul(1u64 << height);
+            let head = log.tree_head().await?.size;
+            if leaves_end > head {
+                return Err(tampered(format!(
+                    "tree node {height}/{}: it covers positions up to {}, beyond the log (size \
+                     {head})",
+                    end - 1,
+                    leaves_end - 1
+                )));
+            }
+        }
+        let mut from = 0;
+        while from < end.min(known) {
+            let to = end.min(known).min(from + NODE_PAGE);
+            for (index, hash) in log.tree_nodes(height, from, to).await? {
+                let recomputed = usize::try_from(index).ok().and_then(|i| expected.get(i));
+                if recomputed != Some(&hash) {
+                    let first = index << height;
+                    return Err(tampered(format!(
+                        "tree node {height}/{index}: its hash does not match positions {first} \
+                         to {} (log_nodes was changed)",
+                        ((index + 1) << height) - 1
+                    )));
+                }
+            }
+            from = to;
+        }
+        expected = expected
+            .chunks_exact(2)
+            .map(|pair| node_hash(&pair[0], &pair[1]))
+            .collect();
+    }
+    Ok(())
 }
 
 /// Takes the stored checkpoint of exactly `size`, if it is the next one; a checkpoint of a

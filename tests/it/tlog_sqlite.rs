@@ -566,6 +566,9 @@ async fn proofs_read_stored_tree_nodes_and_never_trust_them() {
     // 5,000 leaves: nodes 0-3 of 1,024 leaves, 0-1 of 2,048, 0 of 4,096; then nothing new.
     assert_eq!(materialize_nodes(&store).await.expect("nodes"), 7);
     assert_eq!(materialize_nodes(&store).await.expect("nodes"), 0);
+    let key = signer.verifier_key_text();
+    let (stdout, _) = verify_ok(dir.path(), &["--key", &key]);
+    assert!(stdout.contains("OK: 5000 events"), "{stdout}");
     for (&p, expected) in positions.iter().zip(&from_leaves) {
         let proof = inclusion_proof(&store, &id_at(p)).await.expect("proof");
         assert_eq!(&proof, expected, "position {p}");
@@ -604,6 +607,12 @@ async fn proofs_read_stored_tree_nodes_and_never_trust_them() {
              UPDATE log_nodes SET hash = zeroblob(32) WHERE height = 12 AND node_index = 0;",
         )
         .expect("tamper");
+    // `verify` names the first wrong node.
+    let stderr = verify_fails(dir.path(), &["--key", &key]);
+    assert!(
+        stderr.contains("tree node 10/1") && stderr.contains("positions 1024 to 2047"),
+        "{stderr}"
+    );
     for (&p, expected) in positions.iter().zip(&from_leaves) {
         let proof = inclusion_proof(&store, &id_at(p)).await.expect("proof");
         assert_eq!(&proof, expected, "position {p}");
@@ -612,6 +621,22 @@ async fn proofs_read_stored_tree_nodes_and_never_trust_them() {
         consistency_proof(&store, 3000, 5000).await.expect("proof"),
         consistency
     );
+
+    // Wrong nodes removed and stored again: the log verifies; then a node over leaves that do
+    // not exist is named.
+    attacker
+        .execute_batch(
+            "DROP TRIGGER log_nodes_no_delete;
+             DELETE FROM log_nodes WHERE height IN (10, 12);",
+        )
+        .expect("remove");
+    assert_eq!(materialize_nodes(&store).await.expect("nodes"), 5);
+    verify_ok(dir.path(), &["--key", &key]);
+    attacker
+        .execute("INSERT INTO log_nodes VALUES (10, 99, zeroblob(32))", [])
+        .expect("forge");
+    let stderr = verify_fails(dir.path(), &["--key", &key]);
+    assert!(stderr.contains("tree node 10/99"), "{stderr}");
 }
 
 #[test]
