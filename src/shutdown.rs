@@ -1,6 +1,8 @@
 //! Graceful shutdown: SIGINT/SIGTERM become one shared signal that every task listens to
 //! (the HTTP server stops accepting, workers finish and acknowledge the batch in hand).
 
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
 /// A cloneable handle that resolves once shutdown was requested.
@@ -48,26 +50,38 @@ impl Shutdown {
     }
 }
 
-/// Resolve on the first SIGINT (Ctrl-C) or SIGTERM.
-pub async fn os_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// A trigger that the first SIGINT (Ctrl-C) or SIGTERM from now on fires, and its listener.
+///
+/// The signal handlers are registered before this returns, so a signal while `serve` or
+/// `worker` is still starting (waiting for a broker, say) is a request to stop like any other,
+/// not the default action that kills the process. The trigger can also be fired by hand (when
+/// every worker gave up).
+///
+/// Must be called inside a Tokio runtime.
+pub fn on_os_signal() -> (Arc<ShutdownTrigger>, Shutdown) {
+    let (trigger, shutdown) = channel();
+    let trigger = Arc::new(trigger);
+    let fire = Arc::clone(&trigger);
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                fire.trigger();
+            });
+            return (trigger, shutdown);
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        fire.trigger();
+    });
+    (trigger, shutdown)
 }

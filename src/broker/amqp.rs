@@ -481,8 +481,17 @@ impl AmqpConsumer {
                     .await
                     .map_err(map_err)?;
                 Ok::<_, BrokerError>((channel, stream))
-            }
-            .await;
+            };
+            // A node that goes down between the handshake and the consume can leave these
+            // requests unanswered: bounded, like the connect, so the caller retries.
+            let opened = tokio::time::timeout(amqp_common::CONNECT_TIMEOUT, opened)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(BrokerError::Unavailable(format!(
+                        "rabbitmq: the consumer channel did not open within {}s",
+                        amqp_common::CONNECT_TIMEOUT.as_secs()
+                    )))
+                });
             match opened {
                 Ok((channel, stream)) => {
                     self.session = Some(Session {

@@ -18,7 +18,7 @@ use super::{BrokerError, TlsFiles};
 use crate::config::redact_url;
 
 /// How long connecting (TCP, TLS and the AMQP handshake) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long publisher confirms may take before the publish counts as failed (the channel is
 /// then presumed dead; the caller reconnects).

@@ -279,8 +279,19 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
 
 /// Open the configured broker.
 async fn open_broker(config: &Config) -> Result<Arc<dyn Broker>, CliError> {
+    open_broker_until(config, None)
+        .await?
+        .ok_or_else(|| CliError::Failed("stopped before the broker was open".into()))
+}
+
+/// Open the configured broker, waiting for it as long as it is down; `None` when `stop` is
+/// requested first (SIGTERM while `serve` or `worker` starts).
+async fn open_broker_until(
+    config: &Config,
+    stop: Option<&Shutdown>,
+) -> Result<Option<Arc<dyn Broker>>, CliError> {
     let options = broker_options(config);
-    retry_transient("Broker unavailable at start-up; retrying.", || {
+    retry_transient("Broker unavailable at start-up; retrying.", stop, || {
         broker::open(&config.broker_url, &options)
     })
     .await
@@ -288,22 +299,40 @@ async fn open_broker(config: &Config) -> Result<Arc<dyn Broker>, CliError> {
 
 /// Run `op` until it succeeds or fails for good: a broker that is down while geoprov starts
 /// (or restarts at that very moment) is waited for with capped backoff, never a reason to exit.
-/// Configuration errors still fail at once.
-async fn retry_transient<T, F, Fut>(what: &'static str, mut op: F) -> Result<T, CliError>
+/// Configuration errors still fail at once. `None` when `stop` is requested first, even in the
+/// middle of an attempt.
+async fn retry_transient<T, F, Fut>(
+    what: &'static str,
+    stop: Option<&Shutdown>,
+    mut op: F,
+) -> Result<Option<T>, CliError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, BrokerError>>,
 {
     let backoff = crate::worker::Backoff::default();
     let mut attempt = 0u32;
+    let stopped = || async {
+        match stop {
+            Some(stop) => stop.clone().requested().await,
+            None => std::future::pending().await,
+        }
+    };
     loop {
-        match op().await {
-            Ok(value) => return Ok(value),
+        let result = tokio::select! {
+            result = op() => result,
+            () = stopped() => return Ok(None),
+        };
+        match result {
+            Ok(value) => return Ok(Some(value)),
             Err(error) if error.is_transient() => {
                 if attempt == 0 {
                     tracing::warn!(message = what, %error);
                 }
-                tokio::time::sleep(backoff.delay(attempt)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.delay(attempt)) => {}
+                    () = stopped() => return Ok(None),
+                }
                 attempt = attempt.saturating_add(1);
             }
             Err(error) => return Err(error.into()),
@@ -428,10 +457,16 @@ async fn spawn_workers(
             name: format!("geoprov-{}-{n}", std::process::id()),
             prefetch: u16::try_from(args.batch_size).unwrap_or(u16::MAX),
         };
-        let consumer = retry_transient("Broker unavailable; retrying to start a consumer.", || {
-            broker.consumer(consumer_options.clone())
-        })
+        let consumer = retry_transient(
+            "Broker unavailable; retrying to start a consumer.",
+            Some(shutdown),
+            || broker.consumer(consumer_options.clone()),
+        )
         .await?;
+        let Some(consumer) = consumer else {
+            // Stop requested while starting: the workers started so far finish their batch.
+            break;
+        };
         let mut worker = Worker::new(
             consumer,
             store.clone(),
@@ -470,13 +505,18 @@ impl CheckpointerHandle {
 async fn run_until_stopped(
     workers: &mut tokio::task::JoinSet<()>,
     trigger: &crate::shutdown::ShutdownTrigger,
+    shutdown: &Shutdown,
     checkpointer: Option<CheckpointerHandle>,
 ) -> Result<(), CliError> {
     let had_workers = !workers.is_empty();
-    let workers_gave_up = tokio::select! {
-        _ = crate::shutdown::os_signal() => false,
-        _ = async { while workers.join_next().await.is_some() {} }, if had_workers => true,
-    };
+    let mut requested = shutdown.clone();
+    tokio::select! {
+        () = requested.requested() => {}
+        () = async { while workers.join_next().await.is_some() {} }, if had_workers => {}
+    }
+    // The workers also stop on the request (maybe before this task sees it): they gave up only
+    // when they all stopped without one.
+    let workers_gave_up = !shutdown.is_requested();
     if !workers_gave_up {
         tracing::info!(message = "Shutdown requested; finishing the batches in hand.");
     }

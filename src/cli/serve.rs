@@ -4,9 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{
-    open_broker, open_store_for_workers, spawn_workers, start_checkpointer, CliError, WorkerArgs,
-};
+use super::{open_store_for_workers, spawn_workers, start_checkpointer, CliError, WorkerArgs};
 use crate::config::Config;
 use crate::http::{router, AppState};
 
@@ -28,14 +26,24 @@ pub struct ServeArgs {
 pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError> {
     config.check_listen_is_safe()?;
     let metrics = crate::metrics::install();
-    let broker = open_broker(config).await?;
+    // First of all, so that SIGTERM while waiting for the broker is a clean stop.
+    let (trigger, shutdown) = crate::shutdown::on_os_signal();
+    let Some(broker) = super::open_broker_until(config, Some(&shutdown)).await? else {
+        tracing::info!(message = "Stopped before the broker was reachable.");
+        return Ok(ExitCode::SUCCESS);
+    };
     let store = open_store_for_workers(config, &args.worker).await?;
     store.migrate().await?;
     let producer = super::retry_transient(
         "Broker unavailable; retrying to start the producer.",
+        Some(&shutdown),
         || broker.producer(),
     )
     .await?;
+    let Some(producer) = producer else {
+        tracing::info!(message = "Stopped before the broker was reachable.");
+        return Ok(ExitCode::SUCCESS);
+    };
     if args.demo {
         let sample = crate::sample::sample_ndjson();
         let batch = crate::ingest::prepare(sample.as_bytes(), args.worker.max_payload_bytes);
@@ -50,7 +58,6 @@ pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError>
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", config.listen)))?;
-    let (trigger, shutdown) = crate::shutdown::channel();
     let mut workers = if args.no_workers {
         tokio::task::JoinSet::new()
     } else {
@@ -82,7 +89,7 @@ pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError>
         .with_graceful_shutdown(async move { http_shutdown.requested().await });
     let server = tokio::spawn(async move { server.await });
 
-    let stop = super::run_until_stopped(&mut workers, &trigger, checkpointer).await;
+    let stop = super::run_until_stopped(&mut workers, &trigger, &shutdown, checkpointer).await;
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(CliError::Failed(format!("HTTP server failed: {e}"))),

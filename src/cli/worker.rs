@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{
-    open_broker, open_store_for_workers, spawn_workers, start_checkpointer, CliError, WorkerArgs,
+    open_broker_until, open_store_for_workers, spawn_workers, start_checkpointer, CliError,
+    WorkerArgs,
 };
 use crate::config::Config;
 
@@ -18,10 +19,14 @@ pub struct WorkerCmdArgs {
 
 /// Run workers until a signal; the batch in hand is committed and acknowledged, then exit 0.
 pub async fn run(config: &Config, args: WorkerCmdArgs) -> Result<ExitCode, CliError> {
-    let broker = open_broker(config).await?;
+    // First of all, so that SIGTERM while waiting for the broker is a clean stop.
+    let (trigger, shutdown) = crate::shutdown::on_os_signal();
+    let Some(broker) = open_broker_until(config, Some(&shutdown)).await? else {
+        tracing::info!(message = "Stopped before the broker was reachable.");
+        return Ok(ExitCode::SUCCESS);
+    };
     let store = open_store_for_workers(config, &args.worker).await?;
     store.migrate().await?;
-    let (trigger, shutdown) = crate::shutdown::channel();
     let mut workers = spawn_workers(config, &broker, &store, &args.worker, &shutdown).await?;
     let checkpointer = start_checkpointer(config, &store, &args.worker)?;
     tracing::info!(
@@ -30,7 +35,7 @@ pub async fn run(config: &Config, args: WorkerCmdArgs) -> Result<ExitCode, CliEr
         store = %crate::config::redact_url(&config.store_url),
         concurrency = workers.len(),
     );
-    let stop = super::run_until_stopped(&mut workers, &trigger, checkpointer).await;
+    let stop = super::run_until_stopped(&mut workers, &trigger, &shutdown, checkpointer).await;
     stop?;
     tracing::info!(message = "Stopped cleanly.");
     Ok(ExitCode::SUCCESS)

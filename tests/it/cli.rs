@@ -120,3 +120,44 @@ fn emit_then_worker_then_lineage_on_the_embedded_default() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("digraph"));
 }
+
+/// SIGTERM while `worker` (and `serve`) still wait for a broker that is down: a clean stop,
+/// exit 0, not the default action of the signal (which would kill the process).
+#[test]
+fn sigterm_while_waiting_for_the_broker_exits_zero() {
+    for command in ["worker", "serve"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = crate::support::free_port();
+        let listen = format!("127.0.0.1:{}", crate::support::free_port());
+        let mut child = Command::new(geoprov_bin())
+            .args([command, "--data-dir"])
+            .arg(dir.path())
+            .args(["--broker", &format!("redis://127.0.0.1:{port}/0")])
+            .args(["--listen", &listen])
+            .env("GEOPROV_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Long enough to be waiting for the broker (nothing listens on that port).
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let pid = child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -TERM");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let code = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let output = child.wait_with_output().expect("output");
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(code, Some(0), "{command}: exit code; log:\n{log}");
+        assert!(log.contains("Stopped before"), "{command}: log:\n{log}");
+    }
+}

@@ -29,6 +29,11 @@ if os.environ.get("LINEAGE_KEYPREFIX"):
     _options["global_keyprefix"] = os.environ["LINEAGE_KEYPREFIX"]
 if os.environ.get("LINEAGE_VISIBILITY_TIMEOUT"):
     _options["visibility_timeout"] = float(os.environ["LINEAGE_VISIBILITY_TIMEOUT"])
+if os.environ.get("LINEAGE_BROKER", "").startswith(("amqp://", "amqps://", "pyamqp://")):
+    # Publisher confirms: each publish returns once RabbitMQ holds the message. Without them a
+    # publisher that exits right after its last publish can lose the messages still in flight
+    # (seen under load: 4,331 of 5,000 reached the queue).
+    _options["confirm_publish"] = True
 app.conf.broker_transport_options = _options
 app.conf.task_default_queue = os.environ.get("LINEAGE_QUEUE", "celery")
 app.conf.task_acks_late = True
