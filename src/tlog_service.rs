@@ -309,25 +309,58 @@ pub async fn materialize_nodes(log: &dyn TransparencyLog) -> Result<u64, StoreEr
     Ok(added)
 }
 
-/// `MTH(D[range])` from the stored leaf hashes alone, read in pages.
+/// What [`fold_pages`] reads: stored leaf hashes by position, or stored nodes of one height by
+/// index.
+#[derive(Clone, Copy)]
+enum HashSource {
+    Leaves,
+    Nodes(u32),
+}
+
+/// The root of the hashes of `range` of `source` taken in order as the leaves of a tree of their
+/// own, read in pages; `None` when a node in the range is not stored (leaves always are, or the
+/// store errs).
+async fn fold_pages(
+    log: &dyn TransparencyLog,
+    source: HashSource,
+    range: Range<u64>,
+) -> Result<Option<Hash>, StoreError> {
+    let mut frontier = CompactRange::new();
+    let mut next = range.start;
+    while next < range.end {
+        let end = range.end.min(next.saturating_add(HASH_PAGE));
+        let page: Vec<Hash> = match source {
+            HashSource::Leaves => log.leaf_hashes(next, end).await?,
+            HashSource::Nodes(height) => {
+                let nodes = log.tree_nodes(height, next, end).await?;
+                if nodes.len() as u64 != end - next {
+                    return Ok(None);
+                }
+                nodes.into_iter().map(|(_, hash)| hash).collect()
+            }
+        };
+        for hash in page {
+            frontier.append(hash);
+        }
+        next = end;
+    }
+    Ok(Some(frontier.root()))
+}
+
+/// `MTH(D[range])` from the stored leaf hashes alone.
 async fn leaves_subtree_hash(
     log: &dyn TransparencyLog,
     range: Range<u64>,
 ) -> Result<Hash, StoreError> {
-    let mut frontier = CompactRange::new();
-    let mut start = range.start;
-    while start < range.end {
-        let end = range.end.min(start.saturating_add(HASH_PAGE));
-        for hash in log.leaf_hashes(start, end).await? {
-            frontier.append(hash);
-        }
-        start = end;
-    }
-    Ok(frontier.root())
+    let (start, end) = (range.start, range.end);
+    fold_pages(log, HashSource::Leaves, range)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("leaf hashes {start}..{end} are missing")))
 }
 
 /// The hash of node `id`: stored; else from the stored nodes of [`NODE_MIN_HEIGHT`] under it
-/// when they are all there; else from its leaves.
+/// when they are all there (a perfect tree of perfect subtrees has the same root); else from
+/// its leaves.
 async fn stored_node_hash(log: &dyn TransparencyLog, id: NodeId) -> Result<Hash, StoreError> {
     if id.height >= NODE_MIN_HEIGHT {
         if let Some(&(_, hash)) = log
@@ -338,23 +371,9 @@ async fn stored_node_hash(log: &dyn TransparencyLog, id: NodeId) -> Result<Hash,
             return Ok(hash);
         }
         let shift = id.height - NODE_MIN_HEIGHT;
-        let (from, to) = (id.index << shift, (id.index + 1) << shift);
-        let mut lowest = CompactRange::new();
-        let mut next = from;
-        while next < to {
-            let end = to.min(next.saturating_add(HASH_PAGE));
-            let nodes = log.tree_nodes(NODE_MIN_HEIGHT, next, end).await?;
-            if nodes.len() as u64 != end - next {
-                break;
-            }
-            for (_, hash) in nodes {
-                lowest.append(hash);
-            }
-            next = end;
-        }
-        if next == to {
-            // A perfect tree of perfect subtrees: its root is the node's hash.
-            return Ok(lowest.root());
+        let lowest = (id.index << shift)..((id.index + 1) << shift);
+        if let Some(hash) = fold_pages(log, HashSource::Nodes(NODE_MIN_HEIGHT), lowest).await? {
+            return Ok(hash);
         }
     }
     leaves_subtree_hash(log, id.leaves()).await

@@ -994,6 +994,10 @@ async fn a_least_privilege_worker_role_appends_and_checkpoints() {
         &format!("postgres://{role}@{rest}"),
         &format!("schema={}", schema.name),
     );
+    // The log service's errors, as the store errors this block returns.
+    let service = |e: geoprov::tlog_service::LogServiceError| {
+        geoprov::store::StoreError::Query(e.to_string())
+    };
     let result = async {
         let store = PostgresStore::open(&url).await?;
         store.migrate().await?;
@@ -1001,9 +1005,7 @@ async fn a_least_privilege_worker_role_appends_and_checkpoints() {
         for batch in 0..3 {
             let events: Vec<LineageEvent> = (0..10).map(|i| event(batch * 10 + i)).collect();
             store.commit_batch(&events).await?;
-            write_checkpoint(&store, &signer)
-                .await
-                .map_err(|e| geoprov::store::StoreError::Query(e.to_string()))?;
+            write_checkpoint(&store, &signer).await.map_err(service)?;
         }
         // The role may merge the edge indexes' pending lists through the owner's function,
         // and only through it (gin_clean_pending_list itself wants the index's owner).
@@ -1034,16 +1036,14 @@ async fn a_least_privilege_worker_role_appends_and_checkpoints() {
         store.commit_batch(&events).await?;
         assert_eq!(geoprov::tlog_service::materialize_nodes(&store).await?, 3);
         // A proof read through those nodes is the one the leaves give.
-        write_checkpoint(&store, &signer)
-            .await
-            .map_err(|e| geoprov::store::StoreError::Query(e.to_string()))?;
+        write_checkpoint(&store, &signer).await.map_err(service)?;
         let size = store.tree_head().await?.size;
         let leaves = store.leaf_hashes(0, size).await?;
         let first = store.scan(5, 1).await?.remove(0);
         let proof =
             geoprov::tlog_service::inclusion_proof(&store, &first.event_id.parse().expect("id"))
                 .await
-                .map_err(|e| geoprov::store::StoreError::Query(e.to_string()))?;
+                .map_err(service)?;
         let expected: Vec<String> = geoprov::tlog::inclusion_proof(5, size, &leaves)
             .expect("proof")
             .iter()

@@ -16,7 +16,7 @@ use geoprov::store::{Store, TransparencyLog};
 use geoprov::tlog::{event_leaf_hash, CompactRange, Signer};
 use geoprov::tlog_service::{
     consistency_proof, default_key_path, inclusion_proof, materialize_nodes, write_checkpoint,
-    write_key_file,
+    write_key_file, ConsistencyProof, InclusionProof,
 };
 use rusqlite::{params, Connection};
 
@@ -557,9 +557,10 @@ async fn proofs_read_stored_tree_nodes_and_never_trust_them() {
         id.parse().expect("event id")
     };
     let positions = [0, 100, 1023, 1024, 2500, 4095, 4096, 4999];
+    let ids: Vec<EventId> = positions.iter().map(|&p| id_at(p)).collect();
     let mut from_leaves = Vec::new();
-    for &p in &positions {
-        from_leaves.push(inclusion_proof(&store, &id_at(p)).await.expect("proof"));
+    for id in &ids {
+        from_leaves.push(inclusion_proof(&store, id).await.expect("proof"));
     }
     let consistency = consistency_proof(&store, 3000, 5000).await.expect("proof");
 
@@ -569,14 +570,7 @@ async fn proofs_read_stored_tree_nodes_and_never_trust_them() {
     let key = signer.verifier_key_text();
     let (stdout, _) = verify_ok(dir.path(), &["--key", &key]);
     assert!(stdout.contains("OK: 5000 events"), "{stdout}");
-    for (&p, expected) in positions.iter().zip(&from_leaves) {
-        let proof = inclusion_proof(&store, &id_at(p)).await.expect("proof");
-        assert_eq!(&proof, expected, "position {p}");
-    }
-    assert_eq!(
-        consistency_proof(&store, 3000, 5000).await.expect("proof"),
-        consistency
-    );
+    same_proofs(&store, &ids, &from_leaves, &consistency).await;
 
     // The nodes are what the proofs read: with a leaf hash under the node of leaves 0..4096
     // gone, the proof of the last event still comes out the same.
@@ -590,10 +584,10 @@ async fn proofs_read_stored_tree_nodes_and_never_trust_them() {
              UPDATE lineage_events SET leaf_hash = NULL WHERE log_position = 100;",
         )
         .expect("tamper");
-    let last = inclusion_proof(&store, &id_at(4999)).await.expect("proof");
+    let last = inclusion_proof(&store, &ids[7]).await.expect("proof");
     assert_eq!(&last, &from_leaves[7]);
     assert!(
-        inclusion_proof(&store, &id_at(100)).await.is_err(),
+        inclusion_proof(&store, &ids[1]).await.is_err(),
         "the leaf itself is still read"
     );
 
@@ -613,14 +607,7 @@ async fn proofs_read_stored_tree_nodes_and_never_trust_them() {
         stderr.contains("tree node 10/1") && stderr.contains("positions 1024 to 2047"),
         "{stderr}"
     );
-    for (&p, expected) in positions.iter().zip(&from_leaves) {
-        let proof = inclusion_proof(&store, &id_at(p)).await.expect("proof");
-        assert_eq!(&proof, expected, "position {p}");
-    }
-    assert_eq!(
-        consistency_proof(&store, 3000, 5000).await.expect("proof"),
-        consistency
-    );
+    same_proofs(&store, &ids, &from_leaves, &consistency).await;
 
     // Wrong nodes removed and stored again: the log verifies; then a node over leaves that do
     // not exist is named.
@@ -637,6 +624,24 @@ async fn proofs_read_stored_tree_nodes_and_never_trust_them() {
         .expect("forge");
     let stderr = verify_fails(dir.path(), &["--key", &key]);
     assert!(stderr.contains("tree node 10/99"), "{stderr}");
+}
+
+/// The proofs of `ids` and the consistency proof from 3,000 to 5,000, as `store` builds them
+/// now, are exactly `inclusion` and `consistency` (built earlier from the leaves alone).
+async fn same_proofs(
+    store: &SqliteStore,
+    ids: &[EventId],
+    inclusion: &[InclusionProof],
+    consistency: &ConsistencyProof,
+) {
+    for (id, expected) in ids.iter().zip(inclusion) {
+        let proof = inclusion_proof(store, id).await.expect("proof");
+        assert_eq!(&proof, expected, "event {id}");
+    }
+    assert_eq!(
+        &consistency_proof(store, 3000, 5000).await.expect("proof"),
+        consistency
+    );
 }
 
 #[test]
