@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::event_id::event_id_of_payload_json;
 use crate::event::EventId;
 use crate::store::{StoreError, TransparencyLog};
 use crate::tlog::{
@@ -635,7 +636,8 @@ fn open_checkpoint(
 /// Inclusion: the checkpoint's signature, its size equal to `tree_size`, the RFC 9162
 /// inclusion of `leaf_hash` at `leaf_index` under the checkpoint's root, and, when the leaf
 /// data fields are present, `leaf_hash == leaf_hash(leaf_data(position, event_id, recorded_at,
-/// payload_json))`, `position == leaf_index` and `event_id == SHA-256(payload_json)`.
+/// payload_json))`, `position == leaf_index` and `event_id` the id the payload defines
+/// (SHA-256 of Python's `json.dumps(json.loads(payload_json), sort_keys=True)`).
 /// Consistency: both signatures and sizes, the roots named in the JSON equal to the notes', and
 /// the RFC 9162 consistency check.
 ///
@@ -675,7 +677,11 @@ fn verify_inclusion_proof(
                 proof.leaf_index
             )));
         }
-        if EventId::of_canonical_json(payload_json).to_hex() != event_id {
+        if event_id_of_payload_json(payload_json)
+            .map(|id| id.to_hex())
+            .as_deref()
+            != Ok(event_id)
+        {
             return Err(LogServiceError::Invalid(
                 "payload_json does not hash to event_id".into(),
             ));

@@ -52,6 +52,20 @@ impl EventId {
     }
 }
 
+/// The id of a stored payload text, by the definition of the id:
+/// `sha256(json.dumps(json.loads(text), sort_keys=True))`.
+///
+/// The stored text need not be the sorted dump: the reference Python task stores
+/// `json.dumps(payload)` in insertion order while it hashes the sorted dump, so rows it wrote
+/// (and geoprov adopted) hash only through this re-parse, never as they are stored.
+///
+/// # Errors
+///
+/// When `text` is not JSON that Python's `json.loads` would read.
+pub fn event_id_of_payload_json(text: &str) -> Result<EventId, python_json::PyJsonError> {
+    Ok(event_id_of(&python_json::parse(text.as_bytes())?).0)
+}
+
 /// The id of a parsed payload and the canonical text it is the hash of.
 pub fn event_id_of(v: &PyValue) -> (EventId, String) {
     let canonical = python_json::dumps_sorted(v);
@@ -123,6 +137,17 @@ mod tests {
     /// `sha256(b"{}")`, from `hashlib.sha256(json.dumps({}, sort_keys=True).encode()).hexdigest()`.
     const EMPTY_OBJECT_ID: &str =
         "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+    #[test]
+    fn a_payload_in_insertion_order_has_the_id_of_its_sorted_dump() {
+        // json.dumps({"b": 1, "a": "Zürich"}) and its sorted dump name one event.
+        let unsorted = r#"{"b": 1.5, "a": "Z\u00fcrich", "c": {"y": [1, 2], "x": null}}"#;
+        let sorted = r#"{"a": "Z\u00fcrich", "b": 1.5, "c": {"x": null, "y": [1, 2]}}"#;
+        let id = event_id_of_payload_json(unsorted).expect("JSON");
+        assert_eq!(id, EventId::of_canonical_json(sorted));
+        assert_ne!(id, EventId::of_canonical_json(unsorted));
+        assert!(event_id_of_payload_json("{").is_err());
+    }
 
     #[test]
     fn id_of_empty_object_matches_python() {

@@ -9,6 +9,7 @@ mod prov_export;
 mod redis_celery;
 mod redis_streams;
 mod redis_support;
+mod reference_adoption;
 mod sqlite_store;
 mod store_suite;
 mod support;

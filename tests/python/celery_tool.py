@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Drive the reference Celery client for geoprov's tests (see lineage_tasks.py for the env).
 
-  celery_tool.py publish N TAG DB_URI [--countdown S]   publish N record_lineage_event.delay()
-                                                         calls; print one event id per line
+  celery_tool.py publish N TAG DB_URI [--countdown S] [--rich]
+                                                         publish N record_lineage_event.delay()
+                                                         calls; print one event id per line.
+                                                         --rich: payloads of a derivation chain
+                                                         whose key order is far from sorted, with
+                                                         non-ASCII text, floats of every repr
+                                                         shape and nested objects
   celery_tool.py poison TAG DB_URI                       publish foreign and poison messages
                                                          around 3 valid ones; print the valid ids
   celery_tool.py results N TAG DB_URI                    publish N tasks and wait for their
@@ -30,10 +35,44 @@ def payload(tag, i):
     }
 
 
-def publish(n, tag, db_uri, countdown=None):
+def rich_payload(tag, i, previous):
+    """A payload whose insertion order differs from sorted order at every level, with non-ASCII
+    text (one character outside the BMP), floats of each repr shape, nested objects and, but for
+    every fourth, an input: the previous payload's output."""
+    out = str(uuid.uuid4())
+    p = {
+        "processor_id": "celery-" + tag,
+        "operation": ["reproject", "tile", "mosaic", "validate_topology"][i % 4],
+        "dataset_uuid": out,
+        "crs_to": "EPSG:3857",
+        "crs_from": "EPSG:32633",
+        "outputs": [out],
+        "parameters": {
+            "zoom": {"max": 14, "min": 3, "levels": [{"z": 3, "a": 0.5}]},
+            "target_resolution": 10.0 + i / 8,
+            "tolerance": 1e-07,
+            "extent_m": 1e16,
+            "ratio": 0.1,
+            "offset": -0.0,
+            "nodata": -9999,
+            "resampling": "bilinear",
+        },
+        "note": "Z\u00fcrich \u6771\u4eac caf\u00e9 \u2713 \U0001F6F0",
+        "sequence": i,
+    }
+    if i % 4 != 0 and previous is not None:
+        p["inputs"] = [previous]
+    return p, out
+
+
+def publish(n, tag, db_uri, countdown=None, rich=False):
+    previous = None
     with app.producer_or_acquire() as producer:
         for i in range(n):
-            p = payload(tag, i)
+            if rich:
+                p, previous = rich_payload(tag, i, previous)
+            else:
+                p = payload(tag, i)
             if countdown is None:
                 record_lineage_event.apply_async((p, db_uri), producer=producer)
             else:
@@ -112,9 +151,9 @@ def main(argv):
     cmd = argv[1]
     if cmd == "publish":
         countdown = None
-        if len(argv) > 5 and argv[5] == "--countdown":
-            countdown = float(argv[6])
-        publish(int(argv[2]), argv[3], argv[4], countdown)
+        if "--countdown" in argv:
+            countdown = float(argv[argv.index("--countdown") + 1])
+        publish(int(argv[2]), argv[3], argv[4], countdown, rich="--rich" in argv)
     elif cmd == "poison":
         poison(argv[2], argv[3])
     elif cmd == "results":

@@ -1,10 +1,18 @@
 """The reference Celery application of the seed system, for geoprov's interoperability tests.
 
 ``record_lineage_event(payload, db_uri)`` is the task a pipeline calls with ``.delay``. Its
-event id is the seed's scheme: sha256 of ``json.dumps(payload, sort_keys=True)``. When
-``db_uri`` is ``sqlite:///PATH`` the task stores the event with INSERT OR IGNORE into the table
-``seed_lineage_events`` of that file (the seed wrote to the database ``db_uri`` names; a SQLite
-file stands in for it here). Any other ``db_uri`` is not connected to.
+event id is the seed's scheme: sha256 of ``json.dumps(payload, sort_keys=True)``; the text it
+stores is ``json.dumps(payload)``, in the payload's insertion order (the seed hashes one text and
+stores another).
+
+- ``postgresql://...``: the seed's own write, through SQLAlchemy and psycopg2, into the table
+  ``lineage_events`` (``event_id`` text primary key, ``dataset_uuid``, ``operation``,
+  ``crs_from``, ``crs_to``, ``processor_id``, ``"timestamp"`` timestamptz, ``payload_json``),
+  ``ON CONFLICT (event_id) DO NOTHING``. The table must exist (the seed's schema is created by
+  its operators, not by the task). A ``?options=-csearch_path%3DS`` parameter picks a schema.
+- ``sqlite:///PATH``: INSERT OR IGNORE into the table ``seed_lineage_events`` of that file, for
+  tests that need no PostgreSQL.
+- Any other ``db_uri`` is not connected to.
 
 Configuration comes from the environment:
 LINEAGE_BROKER (default redis://127.0.0.1:6379/0), LINEAGE_RESULT_BACKEND (default none),
@@ -16,6 +24,8 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
+from datetime import datetime, timezone
 
 from celery import Celery
 
@@ -46,11 +56,52 @@ def event_id(payload):
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+_engines = {}
+_engines_lock = threading.Lock()
+
+
+def _engine(db_uri):
+    """One SQLAlchemy engine (connection pool) per database URI, as the seed kept one."""
+    from sqlalchemy import create_engine
+
+    with _engines_lock:
+        if db_uri not in _engines:
+            _engines[db_uri] = create_engine(db_uri, pool_pre_ping=True)
+        return _engines[db_uri]
+
+
+def _store_postgres(db_uri, eid, payload):
+    from sqlalchemy import text
+
+    with _engine(db_uri).begin() as conn:
+        conn.execute(
+            text(
+                'INSERT INTO lineage_events (event_id, dataset_uuid, operation, crs_from, '
+                'crs_to, processor_id, "timestamp", payload_json) VALUES (:event_id, '
+                ':dataset_uuid, :operation, :crs_from, :crs_to, :processor_id, :timestamp, '
+                ':payload_json) ON CONFLICT (event_id) DO NOTHING'
+            ),
+            {
+                "event_id": eid,
+                "dataset_uuid": payload.get("dataset_uuid"),
+                "operation": payload.get("operation"),
+                "crs_from": payload.get("crs_from"),
+                "crs_to": payload.get("crs_to"),
+                "processor_id": payload.get("processor_id"),
+                "timestamp": datetime.now(timezone.utc),
+                "payload_json": json.dumps(payload),
+            },
+        )
+
+
 @app.task(name="lineage_tasks.record_lineage_event")
 def record_lineage_event(payload, db_uri):
     """Store one lineage event; returns SUCCESS:<event_id>."""
     eid = event_id(payload)
-    if db_uri.startswith("sqlite:///"):
+    if db_uri.startswith(("postgresql://", "postgres://")):
+        # The seed's driver, psycopg2, named explicitly (SQLAlchemy 2.1 defaults to psycopg 3).
+        _store_postgres("postgresql+psycopg2://" + db_uri.split("://", 1)[1], eid, payload)
+    elif db_uri.startswith("sqlite:///"):
         with sqlite3.connect(db_uri[len("sqlite:///"):], timeout=60) as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS seed_lineage_events ("
@@ -60,6 +111,6 @@ def record_lineage_event(payload, db_uri):
             conn.execute(
                 "INSERT OR IGNORE INTO seed_lineage_events VALUES (?, ?, ?, ?)",
                 (eid, payload.get("dataset_uuid"), payload.get("operation"),
-                 json.dumps(payload, sort_keys=True)),
+                 json.dumps(payload)),
             )
     return "SUCCESS:" + eid
