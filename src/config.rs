@@ -1,10 +1,17 @@
 //! Configuration: flags, then environment variables, then defaults (clap resolves that order in
 //! `cli`), validated once into a [`Config`]. Nothing past this module sees an unchecked URL,
 //! address or token.
+//!
+//! Also the one place that decides the data dir's layout ([`store_db_path`],
+//! [`queue_db_path`], [`default_key_path`]).
+//!
+//! Not for: the meaning of URL schemes (that is [`crate::url`]) or opening anything.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::url::{BrokerUrl, StoreUrl};
 
 /// A configuration value that cannot be used. Shown to the user as one line, exit code 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,9 +43,9 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Broker URL: `embedded` (default) or a server URL.
-    pub broker_url: String,
-    /// Store URL. Defaults to `sqlite://<data dir>/lineage.db`.
-    pub store_url: String,
+    pub broker: BrokerUrl,
+    /// Store URL. Defaults to `sqlite://<data dir>/lineage.db` ([`store_db_path`]).
+    pub store: StoreUrl,
     /// Directory for the embedded queue, the SQLite store and keys. Defaults to `./geoprov-data`.
     pub data_dir: PathBuf,
     /// HTTP listen address. Defaults to `127.0.0.1:8700`.
@@ -79,6 +86,22 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./geoprov-data";
 
+/// The SQLite store of a data dir (the default store): `<data dir>/lineage.db`.
+pub fn store_db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("lineage.db")
+}
+
+/// The embedded broker's queue file of a data dir: `<data dir>/queue.db`.
+pub fn queue_db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("queue.db")
+}
+
+/// The log signing key file of a data dir (the default `--log-key`):
+/// `<data dir>/log-signing.key`.
+pub fn default_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("log-signing.key")
+}
+
 impl Config {
     /// Validate raw values (already merged from flags and environment by clap).
     pub fn new(
@@ -89,13 +112,18 @@ impl Config {
         token: Option<String>,
     ) -> Result<Config, ConfigError> {
         let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let broker_url = broker.unwrap_or_else(|| "embedded".to_string());
-        validate_broker_url(&broker_url)?;
-        let store_url = match store {
-            Some(s) => s,
-            None => format!("sqlite://{}", data_dir.join("lineage.db").display()),
+        let broker: BrokerUrl = match broker {
+            Some(text) => text
+                .parse()
+                .map_err(|e: crate::url::UrlError| ConfigError(format!("--broker {e}")))?,
+            None => BrokerUrl::Embedded,
         };
-        validate_store_url(&store_url)?;
+        let store: StoreUrl = match store {
+            Some(text) => text
+                .parse()
+                .map_err(|e: crate::url::UrlError| ConfigError(format!("--store {e}")))?,
+            None => StoreUrl::Sqlite(store_db_path(&data_dir)),
+        };
         let listen_text = listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             ConfigError(format!(
@@ -112,8 +140,8 @@ impl Config {
             None => None,
         };
         Ok(Config {
-            broker_url,
-            store_url,
+            broker,
+            store,
             data_dir,
             listen,
             token,
@@ -127,7 +155,7 @@ impl Config {
     pub fn log_key_path(&self) -> (PathBuf, bool) {
         match &self.log_key {
             Some(path) => (path.clone(), false),
-            None => (crate::tlog_service::default_key_path(&self.data_dir), true),
+            None => (default_key_path(&self.data_dir), true),
         }
     }
 
@@ -140,35 +168,6 @@ impl Config {
             )));
         }
         Ok(())
-    }
-}
-
-fn validate_broker_url(url: &str) -> Result<(), ConfigError> {
-    let ok = url == "embedded"
-        || ["redis://", "rediss://", "amqp://", "amqps://"]
-            .iter()
-            .any(|p| url.starts_with(p));
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError(format!(
-            "--broker '{}' is not a broker URL: use embedded, redis://host:port/db, rediss://..., amqp://user:pass@host:port/vhost or amqps://...",
-            redact_url(url)
-        )))
-    }
-}
-
-fn validate_store_url(url: &str) -> Result<(), ConfigError> {
-    let ok = ["sqlite://", "postgres://", "postgresql://"]
-        .iter()
-        .any(|p| url.starts_with(p));
-    if ok && url.len() > "sqlite://".len() {
-        Ok(())
-    } else {
-        Err(ConfigError(format!(
-            "--store '{}' is not a store URL: use sqlite://PATH or postgres://user@host/db",
-            redact_url(url)
-        )))
     }
 }
 
@@ -218,28 +217,6 @@ pub fn parse_rate(text: &str) -> Result<Rate, ConfigError> {
     Ok(Rate { per_second })
 }
 
-/// Hide the password of a URL (`scheme://user:***@host/...`) so that it can be logged or shown.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
-            } else {
-                format!("{scheme}://{user}@{host}{path}")
-            }
-        }
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,22 +248,13 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            redact_url("amqp://guest:pw@localhost:5672/vh"),
-            "amqp://guest:***@localhost:5672/vh"
-        );
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
-    }
-
-    #[test]
     fn defaults_and_listen_safety() {
         let c = Config::new(None, None, None, None, None).unwrap();
-        assert_eq!(c.broker_url, "embedded");
-        assert!(c.store_url.ends_with("lineage.db"));
+        assert_eq!(c.broker, BrokerUrl::Embedded);
+        assert_eq!(
+            c.store,
+            StoreUrl::Sqlite(store_db_path(Path::new(DEFAULT_DATA_DIR)))
+        );
         assert!(c.check_listen_is_safe().is_ok());
         let c = Config::new(None, None, None, Some("0.0.0.0:8700".into()), None).unwrap();
         assert!(c.check_listen_is_safe().is_err());

@@ -32,7 +32,8 @@
 //! - [`export`]: drives the PROV-JSON writer over store pages (flat memory, filters).
 //! - [`http`]: the axum router (`POST /v1/events`, reads, `/metrics`, `/healthz`).
 //! - [`metrics`]: every metric name, one function per observable event.
-//! - [`config`]: flags > environment > defaults, validated once.
+//! - [`url`]: broker and store URLs parsed once into typed values; password redaction.
+//! - [`config`]: flags > environment > defaults, validated once; the data dir's layout.
 //! - [`cli`]: the command line; the only place that prints and picks concrete backends.
 //! - [`shutdown`]: SIGINT/SIGTERM → a shared signal every task listens to.
 
@@ -52,5 +53,6 @@ pub mod shutdown;
 pub mod store;
 pub mod tlog;
 pub mod tlog_service;
+pub mod url;
 pub mod verify;
 pub mod worker;

@@ -27,7 +27,7 @@
 
 use std::io::Write as _;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,9 +40,6 @@ use crate::tlog::{
     verify_consistency, verify_inclusion, Checkpoint, CompactRange, Hash, NodeId, Signer,
     TlogError, Verifier,
 };
-
-/// File name of the log signing key inside the data dir.
-pub const KEY_FILE_NAME: &str = "log-signing.key";
 
 /// Leaf hashes (or nodes) read per store call while hashing a subtree for a proof.
 const HASH_PAGE: u64 = 65_536;
@@ -76,12 +73,6 @@ pub enum LogServiceError {
     /// wrong key.
     #[error("{0}")]
     Invalid(String),
-}
-
-/// `<data dir>/log-signing.key`.
-#[must_use]
-pub fn default_key_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(KEY_FILE_NAME)
 }
 
 /// `geoprov/<hostname>`, the default key name and checkpoint origin. The host name comes from
@@ -767,7 +758,7 @@ mod tests {
     #[test]
     fn key_files_are_private_and_not_overwritten() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k").join(KEY_FILE_NAME);
+        let path = crate::config::default_key_path(&dir.path().join("k"));
         let signer = Signer::generate("test/log").unwrap();
         write_key_file(&path, &signer, false).unwrap();
         #[cfg(unix)]

@@ -15,7 +15,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{Map, Value};
 
 use super::{BrokerError, TlsFiles};
-use crate::config::redact_url;
+use crate::url::{redact_url, BrokerUrl};
 
 /// How long connecting (TCP, TLS and the AMQP handshake) may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,7 +67,7 @@ impl Endpoint {
                 tls: None,
             });
         }
-        if !url.starts_with("amqps://") {
+        if !BrokerUrl::Amqp(url.to_owned()).is_tls() {
             return Err(BrokerError::Config(
                 "--tls-ca/--tls-cert/--tls-key need an amqps:// broker URL".into(),
             ));

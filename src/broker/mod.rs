@@ -26,6 +26,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use crate::url::BrokerUrl;
+
 /// What went wrong talking to a broker.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -228,8 +230,8 @@ pub struct TlsFiles {
 /// Everything [`open`] needs besides the URL.
 #[derive(Debug, Clone, Default)]
 pub struct BrokerOptions {
-    /// Directory of the embedded queue.
-    pub data_dir: std::path::PathBuf,
+    /// The embedded queue's file ([`crate::config::queue_db_path`] of the data dir).
+    pub embedded_queue: std::path::PathBuf,
     /// Queue name. Defaults to `geoprov` (native) or `celery` (`celery`).
     pub queue: Option<String>,
     /// Read and write Celery protocol messages (kombu lists on Redis, Celery's queue on
@@ -244,45 +246,41 @@ pub struct BrokerOptions {
 }
 
 impl BrokerOptions {
-    /// Options for the embedded broker under `data_dir`, everything else default.
+    /// Options for the embedded broker of `data_dir`, everything else default.
     pub fn new(data_dir: &std::path::Path) -> Self {
         BrokerOptions {
-            data_dir: data_dir.to_path_buf(),
+            embedded_queue: crate::config::queue_db_path(data_dir),
             ..BrokerOptions::default()
         }
     }
 }
 
-/// Open the broker a URL names: `embedded` (an on-disk queue under `options.data_dir`),
+/// Open the broker a URL names: `embedded` (the on-disk queue `options.embedded_queue`),
 /// `redis://` / `rediss://` (Redis Streams, or kombu lists when `options.celery` is set),
 /// `amqp://` / `amqps://` (RabbitMQ: geoprov's durable queue, or Celery's queue when
 /// `options.celery` is set).
-pub async fn open(url: &str, options: &BrokerOptions) -> Result<Arc<dyn Broker>, BrokerError> {
-    if url == "embedded" {
-        if options.celery {
-            return Err(BrokerError::Config(
+pub async fn open(
+    url: &BrokerUrl,
+    options: &BrokerOptions,
+) -> Result<Arc<dyn Broker>, BrokerError> {
+    match url {
+        BrokerUrl::Embedded => {
+            if options.celery {
+                return Err(BrokerError::Config(
                 "--celery needs a Celery broker: use --broker redis://host:port/db or amqp://..."
                     .into(),
             ));
+            }
+            Ok(Arc::new(
+                embedded::EmbeddedBroker::open(&options.embedded_queue).await?,
+            ))
         }
-        let broker = embedded::EmbeddedBroker::open(&options.data_dir.join("queue.db")).await?;
-        return Ok(Arc::new(broker));
+        BrokerUrl::Redis(url) if options.celery => Ok(Arc::new(
+            redis_celery::RedisCeleryBroker::open(url, options).await?,
+        )),
+        BrokerUrl::Redis(url) => Ok(Arc::new(
+            redis_streams::RedisStreamsBroker::open(url, options).await?,
+        )),
+        BrokerUrl::Amqp(url) => Ok(Arc::new(amqp::AmqpBroker::open(url, options).await?)),
     }
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
-        if options.celery {
-            let broker = redis_celery::RedisCeleryBroker::open(url, options).await?;
-            return Ok(Arc::new(broker));
-        }
-        let broker = redis_streams::RedisStreamsBroker::open(url, options).await?;
-        return Ok(Arc::new(broker));
-    }
-    if url.starts_with("amqp://") || url.starts_with("amqps://") {
-        let broker = amqp::AmqpBroker::open(url, options).await?;
-        return Ok(Arc::new(broker));
-    }
-    Err(BrokerError::Config(format!(
-        "unsupported broker URL '{}': expected 'embedded', redis://..., rediss://..., amqp://... \
-         or amqps://...",
-        crate::config::redact_url(url)
-    )))
 }

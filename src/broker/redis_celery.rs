@@ -757,10 +757,10 @@ impl RedisCeleryResults {
     /// Connect to the result backend URL (`redis://` or `rediss://`; may differ from the
     /// broker's).
     pub async fn open(url: &str, tls: &super::TlsFiles) -> Result<Self, BrokerError> {
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        if !matches!(url.parse(), Ok(crate::url::BrokerUrl::Redis(_))) {
             return Err(BrokerError::Config(format!(
                 "--result-backend '{}' is not a redis:// or rediss:// URL",
-                crate::config::redact_url(url)
+                crate::url::redact_url(url)
             )));
         }
         let client = redis_common::client(url, tls)?;

@@ -13,7 +13,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Value};
 
 use super::{BrokerError, DeadLetter, DeadLetterQueue, TlsFiles};
-use crate::config::redact_url;
+use crate::url::{redact_url, BrokerUrl};
 
 /// Build a client for `url`, with the CA and client certificate from `tls` for `rediss://`.
 pub(crate) fn client(url: &str, tls: &TlsFiles) -> Result<redis::Client, BrokerError> {
@@ -23,7 +23,7 @@ pub(crate) fn client(url: &str, tls: &TlsFiles) -> Result<redis::Client, BrokerE
     if !has_tls_files {
         return redis::Client::open(url).map_err(bad_url);
     }
-    if !url.starts_with("rediss://") {
+    if !BrokerUrl::Redis(url.to_owned()).is_tls() {
         return Err(BrokerError::Config(
             "--tls-ca/--tls-cert/--tls-key need a rediss:// broker URL".into(),
         ));

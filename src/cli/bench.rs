@@ -18,7 +18,8 @@ use rand::{Rng, SeedableRng};
 use super::{
     open_broker, open_store_for_workers, spawn_workers, start_checkpointer, CliError, WorkerArgs,
 };
-use crate::config::Config;
+use crate::config::{self, Config};
+use crate::url::StoreUrl;
 
 /// Flags of `geoprov bench`.
 #[derive(Debug, Args)]
@@ -47,9 +48,9 @@ pub async fn run(config: &Config, args: BenchArgs) -> Result<ExitCode, CliError>
     if !args.in_place {
         let dir = tempfile::tempdir()
             .map_err(|e| CliError::Failed(format!("cannot create a temporary dir: {e}")))?;
-        let default_store = format!("sqlite://{}", config.data_dir.join("lineage.db").display());
-        if config.store_url == default_store {
-            config.store_url = format!("sqlite://{}", dir.path().join("lineage.db").display());
+        let default_store = StoreUrl::Sqlite(config::store_db_path(&config.data_dir));
+        if config.store == default_store {
+            config.store = StoreUrl::Sqlite(config::store_db_path(dir.path()));
         }
         config.data_dir = dir.path().to_path_buf();
         _tmp = dir;
@@ -135,8 +136,8 @@ pub async fn run(config: &Config, args: BenchArgs) -> Result<ExitCode, CliError>
         n as f64 / end_to_end.as_secs_f64().max(1e-9),
     );
     let result = serde_json::json!({
-        "broker": crate::config::redact_url(&config.broker_url),
-        "store": crate::config::redact_url(&config.store_url),
+        "broker": config.broker.to_string(),
+        "store": config.store.to_string(),
         "events": n,
         "mean_payload_bytes": mean_bytes,
         "concurrency": args.worker.concurrency,

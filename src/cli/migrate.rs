@@ -9,9 +9,6 @@ use crate::config::Config;
 pub async fn run(config: &Config) -> Result<ExitCode, CliError> {
     let store = open_store(config).await?;
     let version = store.migrate().await?;
-    println!(
-        "store {} is at schema version {version}",
-        crate::config::redact_url(&config.store_url)
-    );
+    println!("store {} is at schema version {version}", config.store);
     Ok(ExitCode::SUCCESS)
 }

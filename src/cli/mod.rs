@@ -292,7 +292,7 @@ async fn open_broker_until(
 ) -> Result<Option<Arc<dyn Broker>>, CliError> {
     let options = broker_options(config);
     retry_transient("Broker unavailable at start-up; retrying.", stop, || {
-        broker::open(&config.broker_url, &options)
+        broker::open(&config.broker, &options)
     })
     .await
 }
@@ -344,7 +344,7 @@ where
 fn broker_options(config: &Config) -> broker::BrokerOptions {
     let s = &config.broker_settings;
     broker::BrokerOptions {
-        data_dir: config.data_dir.clone(),
+        embedded_queue: config::queue_db_path(&config.data_dir),
         queue: s.queue.clone(),
         celery: s.celery,
         celery_task: s.celery_task.clone(),
@@ -379,7 +379,7 @@ async fn open_store_with(
     config: &Config,
     options: &store::OpenOptions,
 ) -> Result<Arc<dyn Store>, CliError> {
-    if config.store_url.starts_with("sqlite://") {
+    if matches!(config.store, crate::url::StoreUrl::Sqlite(_)) {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             CliError::Failed(format!(
                 "cannot create data dir {}: {e}",
@@ -387,7 +387,7 @@ async fn open_store_with(
             ))
         })?;
     }
-    Ok(store::open_with(&config.store_url, options).await?)
+    Ok(store::open_with(&config.store, options).await?)
 }
 
 /// Read FILE, or stdin for `-` or no file.
@@ -545,7 +545,7 @@ fn start_checkpointer(
     if store.transparency_log().is_none() {
         tracing::warn!(
             message = "This store keeps no transparency log yet; no checkpoints are written.",
-            store = %crate::config::redact_url(&config.store_url),
+            store = %config.store,
         );
         return Ok(None);
     }

@@ -80,8 +80,8 @@ pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError>
     tracing::info!(
         message = "geoprov serving.",
         listen = %config.listen,
-        broker = %crate::config::redact_url(&config.broker_url),
-        store = %crate::config::redact_url(&config.store_url),
+        broker = %config.broker,
+        store = %config.store,
         workers = workers.len(),
     );
     let mut http_shutdown = shutdown.clone();

@@ -31,8 +31,8 @@ pub async fn run(config: &Config, args: WorkerCmdArgs) -> Result<ExitCode, CliEr
     let checkpointer = start_checkpointer(config, &store, &args.worker)?;
     tracing::info!(
         message = "geoprov worker started.",
-        broker = %crate::config::redact_url(&config.broker_url),
-        store = %crate::config::redact_url(&config.store_url),
+        broker = %config.broker,
+        store = %config.store,
         concurrency = workers.len(),
     );
     let stop = super::run_until_stopped(&mut workers, &trigger, &shutdown, checkpointer).await;

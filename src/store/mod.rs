@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::event::{EventId, LineageEvent};
 use crate::tlog::Hash;
+use crate::url::StoreUrl;
 
 /// What went wrong in a store. The worker decides between "hold and retry" and "give up on
 /// this batch" with [`StoreError::is_transient`], never by reading the text.
@@ -302,7 +303,7 @@ pub fn transparency_log(store: &dyn Store) -> Result<&dyn TransparencyLog, Store
 
 /// Open the store a URL names: `sqlite://PATH`, or `postgres://...` / `postgresql://...` (see
 /// [`postgres`] for its parameters).
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
     open_with(url, &OpenOptions::default()).await
 }
 
@@ -316,23 +317,20 @@ pub struct OpenOptions {
 }
 
 /// [`open`] with options.
-pub async fn open_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn Store>, StoreError> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        let store = sqlite::SqliteStore::open(path).await?;
-        return Ok(Arc::new(store));
+pub async fn open_with(
+    url: &StoreUrl,
+    options: &OpenOptions,
+) -> Result<Arc<dyn Store>, StoreError> {
+    match url {
+        StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+        StoreUrl::Postgres(url) => Ok(Arc::new(
+            postgres::PostgresStore::open_with(
+                url,
+                postgres::PostgresOptions {
+                    pool_size: options.pool_size,
+                },
+            )
+            .await?,
+        )),
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = postgres::PostgresStore::open_with(
-            url,
-            postgres::PostgresOptions {
-                pool_size: options.pool_size,
-            },
-        )
-        .await?;
-        return Ok(Arc::new(store));
-    }
-    Err(StoreError::Config(format!(
-        "unsupported store URL '{}': expected sqlite://PATH or postgres://user@host:port/db",
-        crate::config::redact_url(url)
-    )))
 }

@@ -1903,14 +1903,14 @@ struct ConnectSettings {
 
 impl ConnectSettings {
     fn parse(url: &str) -> Result<ConnectSettings, StoreError> {
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !matches!(url.parse(), Ok(crate::url::StoreUrl::Postgres(_))) {
             return Err(StoreError::Config(format!(
                 "'{}' is not a PostgreSQL URL (postgres://user@host:port/db)",
-                crate::config::redact_url(url)
+                crate::url::redact_url(url)
             )));
         }
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let describe = crate::config::redact_url(base);
+        let describe = crate::url::redact_url(base);
         let mut kept = Vec::new();
         let mut mode = SslMode::Prefer;
         let mut roots = RootCerts::Default;

@@ -138,7 +138,9 @@ async fn open(url: &str, queue: &str, celery: bool) -> Arc<dyn Broker> {
         celery,
         ..BrokerOptions::default()
     };
-    broker::open(url, &options).await.expect("open amqp broker")
+    broker::open(&url.parse().unwrap(), &options)
+        .await
+        .expect("open amqp broker")
 }
 
 fn consumer_options(name: &str, prefetch: u16) -> ConsumerOptions {
@@ -881,7 +883,7 @@ impl Drop for OwnRabbit {
 async fn open_when_ready(url: &str, options: &BrokerOptions) -> Arc<dyn Broker> {
     let mut last = None;
     for _ in 0..60 {
-        match broker::open(url, options).await {
+        match broker::open(&url.parse().unwrap(), options).await {
             Ok(b) => return b,
             Err(e) => last = Some(e),
         }
@@ -1019,7 +1021,7 @@ async fn amqps_with_a_private_ca_and_a_client_certificate() {
         },
         ..BrokerOptions::default()
     };
-    assert!(broker::open(&url, &no_cert).await.is_err());
+    assert!(broker::open(&url.parse().unwrap(), &no_cert).await.is_err());
     // A CA that did not sign the server's certificate: the client refuses.
     let wrong_ca = BrokerOptions {
         queue: Some(queue.clone()),
@@ -1029,12 +1031,15 @@ async fn amqps_with_a_private_ca_and_a_client_certificate() {
         },
         ..BrokerOptions::default()
     };
-    let err = broker::open(&url, &wrong_ca).await.err().expect("refused");
+    let err = broker::open(&url.parse().unwrap(), &wrong_ca)
+        .await
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("certificate"), "{err}");
     // TLS files with a plain amqp:// URL are a configuration error.
     let plain = url.replacen("amqps://", "amqp://", 1);
     assert!(matches!(
-        broker::open(&plain, &wrong_ca).await.err(),
+        broker::open(&plain.parse().unwrap(), &wrong_ca).await.err(),
         Some(broker::BrokerError::Config(_))
     ));
 }

@@ -55,10 +55,12 @@ async fn malformed_messages_become_dead_letters_and_valid_ones_rows() {
     let mut server = Server::start(dir.path(), &[]);
     // Enqueue raw bytes straight into the embedded queue, as another process would, so that the
     // worker (not the HTTP ingest) has to deal with them.
-    let broker =
-        geoprov::broker::open("embedded", &geoprov::broker::BrokerOptions::new(dir.path()))
-            .await
-            .unwrap();
+    let broker = geoprov::broker::open(
+        &geoprov::url::BrokerUrl::Embedded,
+        &geoprov::broker::BrokerOptions::new(dir.path()),
+    )
+    .await
+    .unwrap();
     let producer = broker.producer().await.unwrap();
     let good = valid_events(10_000, "bad-input");
     let oversized = format!(
@@ -131,10 +133,12 @@ async fn the_same_events_sent_three_times_are_stored_once() {
         sqlite_row_count(dir.path()) >= 1000
     }));
     // Let the worker drain the queue completely before counting for good.
-    let broker =
-        geoprov::broker::open("embedded", &geoprov::broker::BrokerOptions::new(dir.path()))
-            .await
-            .unwrap();
+    let broker = geoprov::broker::open(
+        &geoprov::url::BrokerUrl::Embedded,
+        &geoprov::broker::BrokerOptions::new(dir.path()),
+    )
+    .await
+    .unwrap();
     for _ in 0..400 {
         if broker.depth().await.unwrap() == Some(0) {
             break;

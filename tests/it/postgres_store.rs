@@ -59,11 +59,13 @@ async fn store_open_accepts_both_schemes() {
         return;
     };
     let url = schema.url();
-    let store = geoprov::store::open(&url).await.expect("open postgres://");
+    let store = geoprov::store::open(&url.parse().unwrap())
+        .await
+        .expect("open postgres://");
     assert_eq!(store.migrate().await.expect("migrate"), SCHEMA_VERSION);
     store.commit_batch(&sources(3)).await.expect("commit");
     let other = url.replacen("postgres://", "postgresql://", 1);
-    let store = geoprov::store::open(&other)
+    let store = geoprov::store::open(&other.parse().unwrap())
         .await
         .expect("open postgresql://");
     assert_eq!(store.count().await.expect("count"), 3);

@@ -13,7 +13,7 @@ use crate::support::geoprov_bin;
 async fn store_with_sample() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("lineage.db").display());
-    let store = geoprov::store::open(&url).await.unwrap();
+    let store = geoprov::store::open(&url.parse().unwrap()).await.unwrap();
     store.migrate().await.unwrap();
     let events: Vec<_> = sample::sample_pipeline()
         .iter()

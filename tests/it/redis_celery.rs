@@ -46,7 +46,7 @@ async fn open_celery(env: &CeleryEnv) -> Arc<dyn Broker> {
         key_prefix: Some(env.prefix.clone()),
         ..BrokerOptions::default()
     };
-    broker::open(&env.broker, &options)
+    broker::open(&env.broker.parse().unwrap(), &options)
         .await
         .expect("open celery broker")
 }

@@ -23,7 +23,7 @@ async fn open_unique(url: &str, name: &str) -> (Arc<dyn Broker>, KeyCleanup, Str
         queue: Some(queue.clone()),
         ..BrokerOptions::default()
     };
-    let broker = broker::open(url, &options)
+    let broker = broker::open(&url.parse().unwrap(), &options)
         .await
         .expect("open redis broker");
     let cleanup = KeyCleanup {
@@ -192,7 +192,9 @@ async fn enqueue_all(url: &str, queue: &str, events: &[String]) {
         queue: Some(queue.to_string()),
         ..BrokerOptions::default()
     };
-    let broker = broker::open(url, &options).await.expect("open");
+    let broker = broker::open(&url.parse().unwrap(), &options)
+        .await
+        .expect("open");
     let producer = broker.producer().await.expect("producer");
     let bodies: Vec<Bytes> = events.iter().cloned().map(Bytes::from).collect();
     for chunk in bodies.chunks(500) {
@@ -406,7 +408,7 @@ async fn streams_over_mutual_tls_with_a_private_ca() {
     // The server needs a moment to listen.
     let mut opened = Err(String::new());
     for _ in 0..100 {
-        match broker::open(&url, &options).await {
+        match broker::open(&url.parse().unwrap(), &options).await {
             Ok(b) => {
                 opened = Ok(b);
                 break;
@@ -439,7 +441,9 @@ async fn streams_over_mutual_tls_with_a_private_ca() {
         ..BrokerOptions::default()
     };
     assert!(
-        broker::open(&url, &untrusted).await.is_err(),
+        broker::open(&url.parse().unwrap(), &untrusted)
+            .await
+            .is_err(),
         "a certificate from an unknown CA must be refused"
     );
     // Without a client certificate, the server refuses us.
@@ -452,7 +456,9 @@ async fn streams_over_mutual_tls_with_a_private_ca() {
         ..BrokerOptions::default()
     };
     assert!(
-        broker::open(&url, &anonymous).await.is_err(),
+        broker::open(&url.parse().unwrap(), &anonymous)
+            .await
+            .is_err(),
         "the server requires a client certificate"
     );
     // Half a client identity is a configuration error.
@@ -464,7 +470,7 @@ async fn streams_over_mutual_tls_with_a_private_ca() {
         ..BrokerOptions::default()
     };
     assert!(matches!(
-        broker::open(&url, &half).await,
+        broker::open(&url.parse().unwrap(), &half).await,
         Err(geoprov::broker::BrokerError::Config(_))
     ));
 }

@@ -11,9 +11,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use geoprov::config::default_key_path;
 use geoprov::store::postgres::PostgresStore;
 use geoprov::tlog::Signer;
-use geoprov::tlog_service::{default_key_path, write_checkpoint, write_key_file};
+use geoprov::tlog_service::{write_checkpoint, write_key_file};
 
 use crate::redis_support::{python, redis_url, unique, CeleryEnv, KeyCleanup, WorkerProc};
 use crate::support::pg::{self, TestSchema};

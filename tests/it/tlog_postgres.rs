@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use chrono::{DateTime, TimeZone, Utc};
+use geoprov::config::default_key_path;
 use geoprov::event::LineageEvent;
 use geoprov::store::postgres::PostgresStore;
 use geoprov::store::{Store, TransparencyLog};
 use geoprov::tlog::{event_leaf_hash, format_recorded_at, CompactRange, Signer};
-use geoprov::tlog_service::{default_key_path, write_checkpoint, write_key_file};
+use geoprov::tlog_service::{write_checkpoint, write_key_file};
 
 use crate::support::pg::{self, TestSchema, WorkerProcess};
 use crate::support::tlog::{event, flip, geoprov, terminate, text, verify_fails, verify_ok};

@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use geoprov::config::default_key_path;
 use geoprov::event::EventId;
 use geoprov::event::LineageEvent;
 use geoprov::store::sqlite::SqliteStore;
 use geoprov::store::{Store, TransparencyLog};
 use geoprov::tlog::{event_leaf_hash, CompactRange, Signer};
 use geoprov::tlog_service::{
-    consistency_proof, default_key_path, inclusion_proof, materialize_nodes, write_checkpoint,
-    write_key_file, ConsistencyProof, InclusionProof,
+    consistency_proof, inclusion_proof, materialize_nodes, write_checkpoint, write_key_file,
+    ConsistencyProof, InclusionProof,
 };
 use rusqlite::{params, Connection};
 
