@@ -143,9 +143,14 @@ pub async fn export_prov(
     let upstream = match filter.dataset {
         None => None,
         Some(root) => {
-            let graph = store
-                .lineage(root, Direction::Upstream, MAX_UPSTREAM_DEPTH)
-                .await?;
+            let graph = crate::lineage::walk(
+                store,
+                root,
+                Direction::Upstream,
+                MAX_UPSTREAM_DEPTH,
+                crate::lineage::WalkLimits::default(),
+            )
+            .await?;
             let mut datasets: HashSet<String> =
                 graph.nodes.iter().map(|(id, _)| id.to_string()).collect();
             datasets.insert(root.to_string());

@@ -48,6 +48,7 @@ pub mod ingest;
 pub mod lineage;
 pub mod metrics;
 pub mod prov;
+pub mod records;
 pub mod sample;
 pub mod shutdown;
 pub mod store;

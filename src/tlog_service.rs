@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::event_id::event_id_of_payload_json;
 use crate::event::EventId;
-use crate::store::{StoreError, TransparencyLog};
+use crate::store::{StoreError, TransparencyLog, TreeHead};
 use crate::tlog::{
     aligned_subtrees, consistency_proof_indexes, event_leaf_hash, fold_subtrees,
     format_recorded_at, inclusion_proof_indexes, node_hash, root_from_leaf_hashes,
@@ -248,11 +248,54 @@ pub async fn write_checkpoint(
             root_hash: head.root,
         })
         .map_err(|e| LogServiceError::Key(e.to_string()))?;
-    let added = log.add_checkpoint(head.size, head.root, &note).await?;
+    let added = add_checkpoint(log, head.size, head.root, &note).await?;
     if added {
         crate::metrics::checkpoint_written(head.size);
     }
     Ok(added.then_some(head.size))
+}
+
+/// Stores a signed checkpoint note for `tree_size` whose root is `root_hash`, by the rules every
+/// store follows: a checkpoint MUST NOT be beyond the log, one at the log's current size MUST
+/// carry the log's root, and one per size is kept (storing the same root again is a no-op that
+/// returns `false`; another root for a stored size is refused). The log head only grows, so
+/// reading it before the insert is as good as reading it in the insert's transaction.
+///
+/// # Errors
+///
+/// [`StoreError::Query`] naming the broken rule, or the store's error.
+pub async fn add_checkpoint(
+    log: &dyn TransparencyLog,
+    tree_size: u64,
+    root_hash: Hash,
+    note: &str,
+) -> Result<bool, StoreError> {
+    let head = log.tree_head().await?;
+    admit_checkpoint(head, tree_size, root_hash).map_err(StoreError::Query)?;
+    match log.insert_checkpoint(tree_size, root_hash, note).await? {
+        None => Ok(true),
+        Some(stored) if stored == root_hash => Ok(false),
+        Some(_) => Err(StoreError::Query(format!(
+            "a checkpoint at tree size {tree_size} with another root is already stored"
+        ))),
+    }
+}
+
+/// Whether a checkpoint of `tree_size` and `root_hash` may be stored in a log whose head is
+/// `head` (see [`add_checkpoint`]); the reason when not.
+fn admit_checkpoint(head: TreeHead, tree_size: u64, root_hash: Hash) -> Result<(), String> {
+    if tree_size > head.size {
+        return Err(format!(
+            "a checkpoint at tree size {tree_size} is beyond the log (size {})",
+            head.size
+        ));
+    }
+    if tree_size == head.size && root_hash != head.root {
+        return Err(format!(
+            "the checkpoint root for tree size {tree_size} is not the log's root"
+        ));
+    }
+    Ok(())
 }
 
 /// Stores the interior nodes of every complete perfect subtree of the log of height

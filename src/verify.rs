@@ -461,11 +461,10 @@ async fn stored_edges(
     size: u64,
     key: Arc<EdgeKey>,
 ) -> Result<EdgeSum, VerifyError> {
-    let log = transparency_log(store.as_ref())?;
     let mut stored = EdgeSum::default();
     let mut cursor = 0u64;
     loop {
-        let page = log.edges(cursor, EDGE_PAGE).await?;
+        let page = store.edges(cursor, EDGE_PAGE).await?;
         for edge in &page.edges {
             match edge.position {
                 None => {

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::{open_store, CliError};
 use crate::config::Config;
+use crate::lineage::WalkLimits;
 use crate::store::Direction;
 
 /// Output formats of `geoprov lineage`.
@@ -49,7 +50,14 @@ pub async fn run(config: &Config, args: LineageArgs) -> Result<ExitCode, CliErro
         Direction::Upstream
     };
     let store = open_store(config).await?;
-    let graph = store.lineage(root, direction, args.depth).await?;
+    let graph = crate::lineage::walk(
+        store.as_ref(),
+        root,
+        direction,
+        args.depth,
+        WalkLimits::default(),
+    )
+    .await?;
     let text = match args.format {
         Format::Text => crate::lineage::graph_text(&graph, direction),
         Format::Json => {

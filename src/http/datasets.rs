@@ -30,6 +30,13 @@ pub async fn get_lineage(
         return Err(ApiError::BadRequest("depth is at most 100".into()));
     }
     let direction = params.direction.unwrap_or(Direction::Upstream);
-    let graph = state.store.lineage(root, direction, depth).await?;
+    let graph = crate::lineage::walk(
+        state.store.as_ref(),
+        root,
+        direction,
+        depth,
+        crate::lineage::WalkLimits::default(),
+    )
+    .await?;
     Ok(Json(crate::lineage::graph_json(&graph, direction)))
 }

@@ -5,15 +5,26 @@
 //!
 //! Backends: [`sqlite::SqliteStore`] (the embedded default) and [`postgres::PostgresStore`]
 //! (many workers on many hosts). The URL picks one at run time through [`open`].
+//!
+//! The seam is thin on purpose: a backend writes queries, nothing else. What is the same for
+//! every backend lives above it: the lineage walk with its caps ([`crate::lineage::walk`] over
+//! [`Store::neighbours`]), the checkpoint admission rules (`tlog_service::add_checkpoint` over
+//! [`TransparencyLog::insert_checkpoint`]), the frontier's encoding
+//! ([`crate::tlog::CompactRange::to_frontier_bytes`]) and the migration bookkeeping
+//! ([`migration`]). The values the backends hand back are in [`crate::records`].
 
-mod copy_rows;
+pub mod migration;
 pub mod postgres;
 pub mod sqlite;
+
+pub use crate::records::{
+    CommitReport, Direction, EdgePage, LineageEdge, StoredCheckpoint, StoredEdge, StoredEvent,
+    TreeHead,
+};
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::event::{EventId, LineageEvent};
@@ -55,82 +66,6 @@ impl StoreError {
     }
 }
 
-/// Counts returned by [`Store::commit_batch`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CommitReport {
-    /// Events that were new and now have a row and a log position.
-    pub inserted: u64,
-    /// Events whose `event_id` was already stored; they were skipped, not an error.
-    pub duplicates: u64,
-    /// The log size (number of positions) after the commit.
-    pub log_size: u64,
-}
-
-/// One row as stored, with every column kept as the database returned it, so that `verify`
-/// can recompute what the row should be and report any difference.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredEvent {
-    /// Position in the append-only log (0-based, dense, commit order).
-    pub position: u64,
-    /// The `event_id` column (64 lowercase hex characters when intact).
-    pub event_id: String,
-    /// The seed's columns as stored.
-    pub dataset_uuid: String,
-    pub operation: String,
-    pub crs_from: Option<String>,
-    pub crs_to: Option<String>,
-    pub processor_id: String,
-    /// When the row was recorded by geoprov (the seed's `timestamp` column).
-    pub recorded_at: DateTime<Utc>,
-    /// Python's `json.dumps(payload, sort_keys=True)`, as hashed for the id.
-    pub payload_json: String,
-    /// The event times as stored (derived from the payload's `started_at` / `ended_at`, to the
-    /// microsecond).
-    pub started_at: Option<DateTime<Utc>>,
-    pub ended_at: Option<DateTime<Utc>>,
-}
-
-/// One schema migration, compiled into the binary (each backend keeps its own list).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Migration {
-    /// Its number; migrations apply in increasing order and each exactly once.
-    pub(crate) version: u32,
-    /// The file it came from (`0001_init`), for `schema_migrations`, logs and errors.
-    pub(crate) name: &'static str,
-    /// The SQL, run inside the migration's transaction.
-    pub(crate) sql: &'static str,
-}
-
-/// Which way a lineage walk goes from its starting dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// Towards the inputs: "where did this come from".
-    Upstream,
-    /// Towards the outputs: "what did this feed".
-    Downstream,
-}
-
-/// One edge of the lineage graph: `from` was an input of the event that produced `to`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
-pub struct LineageEdge {
-    pub from: Uuid,
-    pub to: Uuid,
-    pub event_id: String,
-    pub operation: String,
-}
-
-/// The part of the lineage graph reached by a walk.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct LineageGraph {
-    /// The dataset the walk started from.
-    pub root: Option<Uuid>,
-    /// Every dataset reached, with its distance (in edges) from the root; the root has depth 0.
-    pub nodes: Vec<(Uuid, u32)>,
-    /// Every edge traversed.
-    pub edges: Vec<LineageEdge>,
-}
-
 /// A persistent, append-only lineage store.
 ///
 /// Contract for every backend:
@@ -158,13 +93,28 @@ pub trait Store: Send + Sync {
     /// The number of stored events (= the log size).
     async fn count(&self) -> Result<u64, StoreError>;
 
-    /// Walk the lineage graph from `root`, at most `depth` edges away, safe on cycles.
-    async fn lineage(
+    /// One level of the lineage graph: every stored edge into one of `datasets` (`Upstream`:
+    /// the edge's `to` is in `datasets`) or out of one (`Downstream`: its `from` is), as
+    /// [`LineageEdge`]s, each `(from, to, event)` once, in no promised order, from one
+    /// consistent snapshot.
+    ///
+    /// MUST return every such edge when there are at most `limit`; when there are more it MAY
+    /// stop at `limit` (the caller asks for one more than it can take to tell "at the cap" from
+    /// "over"). The breadth-first walk with its caps is [`crate::lineage::walk`], above this
+    /// seam; a backend only answers one level with an indexed lookup.
+    async fn neighbours(
         &self,
-        root: Uuid,
+        datasets: &[Uuid],
         direction: Direction,
-        depth: u32,
-    ) -> Result<LineageGraph, StoreError>;
+        limit: usize,
+    ) -> Result<Vec<LineageEdge>, StoreError>;
+
+    /// One page of the stored lineage edges, starting at `cursor` (0 for the first page; then
+    /// the page's [`EdgePage::next`]), about `limit` edges or events' worth. Every stored edge
+    /// comes exactly once over all pages, in no promised order, with the position of the event
+    /// it names (`None` when no stored event has that id). Lets `verify` check that the edges
+    /// are exactly the ones the payloads in the log name, no more and no fewer.
+    async fn edges(&self, cursor: u64, limit: usize) -> Result<EdgePage, StoreError>;
 
     /// The transparency log kept beside the rows (leaf hashes, frontier, checkpoints), when
     /// this backend keeps one. Defaults to `None`; use [`transparency_log`] to get it or the
@@ -172,30 +122,6 @@ pub trait Store: Send + Sync {
     fn transparency_log(&self) -> Option<&dyn TransparencyLog> {
         None
     }
-}
-
-/// The log's head: its size and `MTH(D[size])`, read together from one snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TreeHead {
-    /// Number of leaves (= stored events).
-    pub size: u64,
-    /// RFC 6962 root of the tree over positions `0..size` ([`crate::tlog::empty_root`] when
-    /// empty).
-    pub root: Hash,
-}
-
-/// One stored checkpoint (a row of `log_checkpoints`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredCheckpoint {
-    /// The tree size the checkpoint commits to (the primary key: one checkpoint per size).
-    pub tree_size: u64,
-    /// The root hash as stored in its own column (the note carries it too; `verify` checks
-    /// that both agree).
-    pub root_hash: Hash,
-    /// The full C2SP signed note text, as served at `GET /v1/log/checkpoint`.
-    pub note: String,
-    /// When it was written (RFC 3339 UTC text as stored).
-    pub created_at: String,
 }
 
 /// The Merkle log half of a store: what checkpoints, `verify` and proofs need beyond the rows.
@@ -224,16 +150,17 @@ pub trait TransparencyLog: Send + Sync {
     /// range has no row or its stored hash is missing or not 32 bytes, never make one up.
     async fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<Hash>, StoreError>;
 
-    /// Store a signed checkpoint note for `tree_size` whose root is `root_hash`. Idempotent per
-    /// size: returns `Ok(false)` when a checkpoint of that size is already stored with the same
-    /// root (the stored note is kept); MUST fail with [`StoreError::Query`] when the size is
-    /// beyond the log or the stored one has another root.
-    async fn add_checkpoint(
+    /// Store a signed checkpoint note for `tree_size` whose root is `root_hash`, unless a
+    /// checkpoint of that size is stored already: then nothing changes and the stored one's root
+    /// is returned. MUST be atomic per size (two writers racing for one size leave one row and
+    /// no error). Whether a checkpoint may be stored at all (not beyond the log, the log's own
+    /// root at its size) is decided above this seam, by `tlog_service::add_checkpoint`.
+    async fn insert_checkpoint(
         &self,
         tree_size: u64,
         root_hash: Hash,
         note: &str,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<Hash>, StoreError>;
 
     /// Up to `limit` stored checkpoints with `tree_size >= from_size`, ascending by size. Paged
     /// so that `verify` keeps flat memory however many checkpoints there are.
@@ -263,35 +190,6 @@ pub trait TransparencyLog: Send + Sync {
 
     /// Stores interior nodes of `height`; a node stored already is kept as it is.
     async fn add_tree_nodes(&self, height: u32, nodes: &[(u64, Hash)]) -> Result<(), StoreError>;
-
-    /// One page of the stored lineage edges, starting at `cursor` (0 for the first page; then
-    /// the page's [`EdgePage::next`]), about `limit` edges or events' worth. Every stored edge
-    /// comes exactly once over all pages, in no promised order, with the position of the event
-    /// it names (`None` when no stored event has that id). Lets `verify` check that the edges
-    /// are exactly the ones the payloads in the log name, no more and no fewer.
-    async fn edges(&self, cursor: u64, limit: usize) -> Result<EdgePage, StoreError>;
-}
-
-/// One stored lineage edge, as [`TransparencyLog::edges`] reads it back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredEdge {
-    /// The `event_id` the edge belongs to, as stored.
-    pub event_id: String,
-    /// The log position of that event; `None` when no stored event has that id.
-    pub position: Option<u64>,
-    /// The input dataset (hyphenated lowercase UUID, as geoprov writes it).
-    pub from: String,
-    /// The output dataset.
-    pub to: String,
-}
-
-/// A page of [`TransparencyLog::edges`].
-#[derive(Debug, Clone, Default)]
-pub struct EdgePage {
-    /// The edges of this page.
-    pub edges: Vec<StoredEdge>,
-    /// Where the next page starts; `None` after the last page.
-    pub next: Option<u64>,
 }
 
 /// `store`'s transparency log, or [`StoreError::Config`] saying this store has none yet.

@@ -168,6 +168,34 @@ impl CompactRange {
         &self.hashes
     }
 
+    /// The frontier as the stores persist it (`log_head.frontier`): the perfect-subtree roots,
+    /// largest first, as concatenated 32-byte hashes. The size is stored beside it.
+    #[must_use]
+    pub fn to_frontier_bytes(&self) -> Vec<u8> {
+        self.hashes.concat()
+    }
+
+    /// Reads back what [`to_frontier_bytes`](Self::to_frontier_bytes) wrote for a log of
+    /// `size` leaves.
+    ///
+    /// # Errors
+    ///
+    /// [`TlogError::InvalidArgument`] when `bytes` is not a whole number of 32-byte hashes, or
+    /// as [`from_parts`](Self::from_parts).
+    pub fn from_frontier_bytes(size: u64, bytes: &[u8]) -> Result<Self, TlogError> {
+        if !bytes.len().is_multiple_of(32) {
+            return Err(TlogError::InvalidArgument(format!(
+                "a frontier of {} bytes is not a multiple of 32",
+                bytes.len()
+            )));
+        }
+        let hashes = bytes
+            .chunks_exact(32)
+            .filter_map(|c| Hash::try_from(c).ok())
+            .collect();
+        Self::from_parts(size, hashes)
+    }
+
     /// `MTH(D[size])`: the root of the tree over all appended leaves; [`empty_root`] when empty.
     #[must_use]
     pub fn root(&self) -> Hash {
@@ -720,6 +748,20 @@ mod tests {
         );
         assert_eq!(CompactRange::new().root(), empty_root());
         assert_eq!(root_from_leaf_hashes(&[]), empty_root());
+    }
+
+    #[test]
+    fn frontier_bytes_round_trip_and_refuse_a_bad_length() {
+        let mut range = CompactRange::new();
+        for leaf in vector_leaves().iter().take(7) {
+            range.append(*leaf);
+        }
+        let bytes = range.to_frontier_bytes();
+        assert_eq!(bytes.len(), 3 * 32);
+        let back = CompactRange::from_frontier_bytes(7, &bytes).expect("round trip");
+        assert_eq!(back.root(), range.root());
+        assert!(CompactRange::from_frontier_bytes(7, &bytes[..95]).is_err());
+        assert!(CompactRange::from_frontier_bytes(8, &bytes).is_err());
     }
 
     #[test]

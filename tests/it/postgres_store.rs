@@ -23,34 +23,15 @@ use uuid::Uuid;
 use crate::store_suite::{self, event_from, sources, step};
 use crate::support::pg::{self, LocalPg, TestSchema, WorkerProcess};
 
-/// One `#[tokio::test]` per suite case, each in a fresh schema with a migrated store.
-macro_rules! store_suite {
-    ($($case:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $case() {
-            let Some(schema) = TestSchema::create().await else { return };
-            let store = PostgresStore::open_and_migrate(&schema.url())
-                .await
-                .expect("open and migrate");
-            let store: Arc<dyn Store> = Arc::new(store);
-            store_suite::$case(store).await;
-        }
-    )*};
+/// A fresh, migrated store in a schema of its own for the conformance suite (`store_suite.rs`).
+pub async fn fresh_store() -> store_suite::Fresh {
+    let schema = TestSchema::create().await?;
+    let store = PostgresStore::open_and_migrate(&schema.url())
+        .await
+        .expect("open and migrate");
+    let store: Arc<dyn Store> = Arc::new(store);
+    Some((store, Box::new(schema)))
 }
-
-store_suite!(
-    roundtrip,
-    duplicates_are_counted,
-    positions_are_dense_in_commit_order,
-    scan_pages,
-    count_is_log_size,
-    lineage_chain,
-    lineage_depth_bound,
-    lineage_diamond,
-    lineage_cycle,
-    lineage_wide_fan_out,
-    migrate_is_idempotent,
-);
 
 /// The open `store::open` factory picks PostgreSQL for both URL schemes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,10 +283,15 @@ async fn migration_3_moves_the_edges_table_into_the_rows() {
         (None, None),
         "an event without edges had nothing to move"
     );
-    let up = store
-        .lineage(b, Direction::Upstream, 10)
-        .await
-        .expect("walk");
+    let up = geoprov::lineage::walk(
+        &store,
+        b,
+        Direction::Upstream,
+        10,
+        geoprov::lineage::WalkLimits::default(),
+    )
+    .await
+    .expect("walk");
     let reached: std::collections::BTreeSet<Uuid> = up.nodes.iter().map(|n| n.0).collect();
     assert_eq!(reached, [src, other, a, b].into_iter().collect());
     assert_eq!(up.edges.len(), 3);
@@ -316,10 +302,15 @@ async fn migration_3_moves_the_edges_table_into_the_rows() {
         .commit_batch(&[step("tile", &[src], &[c])])
         .await
         .expect("append");
-    let down = store
-        .lineage(src, Direction::Downstream, 10)
-        .await
-        .expect("walk");
+    let down = geoprov::lineage::walk(
+        &store,
+        src,
+        Direction::Downstream,
+        10,
+        geoprov::lineage::WalkLimits::default(),
+    )
+    .await
+    .expect("walk");
     let reached: std::collections::BTreeSet<Uuid> = down.nodes.iter().map(|n| n.0).collect();
     assert_eq!(reached, [src, a, b, c].into_iter().collect());
     assert_eq!(store.count().await.expect("count"), 4);
@@ -370,10 +361,15 @@ async fn update_delete_and_truncate_are_refused() {
         .expect("get")
         .expect("still there");
     assert_eq!(stored.operation, "derive");
-    let graph = store
-        .lineage(b, Direction::Upstream, 1)
-        .await
-        .expect("lineage");
+    let graph = geoprov::lineage::walk(
+        &store,
+        b,
+        Direction::Upstream,
+        1,
+        geoprov::lineage::WalkLimits::default(),
+    )
+    .await
+    .expect("lineage");
     assert_eq!(graph.edges.len(), 1);
 }
 
@@ -626,10 +622,15 @@ async fn a_lock_free_writer_racing_a_commit_costs_a_retry_not_a_gap() {
     store.migrate().await.expect("adopt");
     let (n, distinct, dense) = pg::rows_distinct_dense(&raw).await;
     assert_eq!((n, distinct, dense), (5, 5, true));
-    let graph = store
-        .lineage(raced.dataset_uuid, Direction::Upstream, 1)
-        .await
-        .expect("walk");
+    let graph = geoprov::lineage::walk(
+        store.as_ref(),
+        raced.dataset_uuid,
+        Direction::Upstream,
+        1,
+        geoprov::lineage::WalkLimits::default(),
+    )
+    .await
+    .expect("walk");
     assert_eq!(graph.edges.len(), 1);
 }
 
@@ -780,10 +781,15 @@ async fn a_reference_table_with_rows_is_adopted_unchanged() {
 
     // Edges were built from payload_json: the whole chain is walkable.
     let last = rows.last().expect("rows").event.dataset_uuid;
-    let up = store
-        .lineage(last, Direction::Upstream, 10_000)
-        .await
-        .expect("walk");
+    let up = geoprov::lineage::walk(
+        &store,
+        last,
+        Direction::Upstream,
+        10_000,
+        geoprov::lineage::WalkLimits::default(),
+    )
+    .await
+    .expect("walk");
     assert_eq!(
         up.edges.len(),
         3,

@@ -47,31 +47,12 @@ impl TempDb {
     }
 }
 
-/// One `#[tokio::test]` per suite case, each on its own fresh, migrated file.
-macro_rules! store_suite {
-    ($($case:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $case() {
-            let db = TempDb::new();
-            let store: Arc<dyn Store> = Arc::new(db.migrated().await);
-            store_suite::$case(store).await;
-        }
-    )*};
+/// A fresh, migrated store for the conformance suite (`store_suite.rs`).
+pub async fn fresh_store() -> store_suite::Fresh {
+    let db = TempDb::new();
+    let store: Arc<dyn Store> = Arc::new(db.migrated().await);
+    Some((store, Box::new(db)))
 }
-
-store_suite!(
-    roundtrip,
-    duplicates_are_counted,
-    positions_are_dense_in_commit_order,
-    scan_pages,
-    count_is_log_size,
-    lineage_chain,
-    lineage_depth_bound,
-    lineage_diamond,
-    lineage_cycle,
-    lineage_wide_fan_out,
-    migrate_is_idempotent,
-);
 
 #[tokio::test]
 async fn open_creates_the_file_in_wal_mode_without_migrating() {
@@ -243,10 +224,15 @@ async fn update_and_delete_are_refused() {
         .expect("get")
         .expect("still there");
     assert_eq!(stored.operation, "derive");
-    let graph = store
-        .lineage(b, Direction::Upstream, 1)
-        .await
-        .expect("lineage");
+    let graph = geoprov::lineage::walk(
+        &store,
+        b,
+        Direction::Upstream,
+        1,
+        geoprov::lineage::WalkLimits::default(),
+    )
+    .await
+    .expect("lineage");
     assert_eq!(graph.edges.len(), 1);
 }
 
@@ -344,30 +330,6 @@ async fn a_locked_database_is_a_transient_error_until_released() {
         .await
         .expect("commit after release");
     assert_eq!((report.inserted, report.log_size), (5, 10));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lineage_walk_past_the_node_cap_is_refused() {
-    let db = TempDb::new();
-    let store = db.migrated().await.with_max_lineage_nodes(50);
-    let root = Uuid::new_v4();
-    let batch: Vec<LineageEvent> = (0..60)
-        .map(|_| step("tile", &[root], &[Uuid::new_v4()]))
-        .collect();
-    store.commit_batch(&batch).await.expect("commit");
-    let err = store
-        .lineage(root, Direction::Downstream, 1)
-        .await
-        .expect_err("over the cap");
-    assert!(
-        matches!(&err, StoreError::Query(m) if m.contains("50")),
-        "{err}"
-    );
-    let upstream = store
-        .lineage(root, Direction::Upstream, 5)
-        .await
-        .expect("small walk");
-    assert_eq!(upstream.nodes, vec![(root, 0)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -538,7 +500,15 @@ async fn measure_lineage_walk_in_a_million_events() {
         ),
     ] {
         let started = Instant::now();
-        let graph = store.lineage(root, direction, 10).await.expect("walk");
+        let graph = geoprov::lineage::walk(
+            &store,
+            root,
+            direction,
+            10,
+            geoprov::lineage::WalkLimits::default(),
+        )
+        .await
+        .expect("walk");
         println!(
             "lineage {label}, depth 10: {} datasets, {} edges in {:.2?}",
             graph.nodes.len(),

@@ -1,17 +1,19 @@
 //! The conformance suite for the [`Store`] trait: every backend runs every case.
 //!
 //! Each case is a plain `async fn` that takes a freshly migrated, empty store as
-//! `Arc<dyn Store>` and panics on failure. A backend's test module stamps one `#[tokio::test]`
-//! per case (see `sqlite_store.rs`), giving each its own database, so cases may run in parallel.
-//! Backend-specific behaviour (triggers seen through raw SQL, locks, schema versions) is tested
-//! in the backend's own module, not here.
+//! `Arc<dyn Store>` and panics on failure. [`store_suite!`] stamps one `#[tokio::test]` per case
+//! onto a backend, from the backend's factory (a fresh database per case, so cases run in
+//! parallel); the backends are stamped at the end of this file, so a new backend gets the whole
+//! contract by adding one line. Backend-specific behaviour (triggers seen through raw SQL, locks,
+//! schema versions) is tested in the backend's own module, not here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{SubsecRound, Utc};
 use geoprov::event::{parse_event, LineageEvent, DEFAULT_MAX_PAYLOAD_BYTES};
-use geoprov::store::{CommitReport, Direction, LineageGraph, Store};
+use geoprov::lineage::{LineageGraph, WalkLimits};
+use geoprov::store::{CommitReport, Direction, Store, StoreError};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -62,10 +64,15 @@ async fn walk(
     direction: Direction,
     depth: u32,
 ) -> LineageGraph {
-    store
-        .lineage(root, direction, depth)
-        .await
-        .expect("lineage walk")
+    geoprov::lineage::walk(
+        store.as_ref(),
+        root,
+        direction,
+        depth,
+        geoprov::lineage::WalkLimits::default(),
+    )
+    .await
+    .expect("lineage walk")
 }
 
 /// The walk's nodes as a map dataset → depth (and no node listed twice).
@@ -452,3 +459,65 @@ pub async fn migrate_is_idempotent(store: Arc<dyn Store>) {
     let report = commit(&store, &events).await;
     assert_eq!((report.inserted, report.duplicates), (0, 5));
 }
+
+/// A walk that would reach more datasets than its cap is refused, naming the cap; a smaller
+/// walk from the same store is answered.
+pub async fn lineage_walk_past_the_node_cap_is_refused(store: Arc<dyn Store>) {
+    let root = Uuid::new_v4();
+    let batch: Vec<LineageEvent> = (0..60)
+        .map(|_| step("tile", &[root], &[Uuid::new_v4()]))
+        .collect();
+    commit(&store, &batch).await;
+    let err = geoprov::lineage::walk(
+        store.as_ref(),
+        root,
+        Direction::Downstream,
+        1,
+        WalkLimits::nodes(50),
+    )
+    .await
+    .expect_err("over the cap");
+    assert!(
+        matches!(&err, StoreError::Query(m) if m.contains("50")),
+        "{err}"
+    );
+    let upstream = walk(&store, root, Direction::Upstream, 5).await;
+    assert_eq!(upstream.nodes, vec![(root, 0)]);
+}
+
+/// A fresh, migrated, empty store of one backend, and what keeps its database alive (dropped
+/// after the case); `None` when the backend's server is absent and the case is skipped.
+pub type Fresh = Option<(Arc<dyn Store>, Box<dyn std::any::Any + Send>)>;
+
+/// Stamps one `#[tokio::test]` per case of this suite onto a backend, in a module named after
+/// it: `store_suite!(name, factory)` where `factory()` is an async fn returning [`Fresh`].
+macro_rules! store_suite {
+    ($backend:ident, $make:path) => {
+        mod $backend {
+            store_suite!(@cases $make;
+                roundtrip,
+                duplicates_are_counted,
+                positions_are_dense_in_commit_order,
+                scan_pages,
+                count_is_log_size,
+                lineage_chain,
+                lineage_depth_bound,
+                lineage_diamond,
+                lineage_cycle,
+                lineage_wide_fan_out,
+                lineage_walk_past_the_node_cap_is_refused,
+                migrate_is_idempotent,
+            );
+        }
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let Some((store, _keep)) = $make().await else { return };
+            super::$case(store).await;
+        }
+    )*};
+}
+
+store_suite!(sqlite, crate::sqlite_store::fresh_store);
+store_suite!(postgres, crate::postgres_store::fresh_store);

@@ -623,16 +623,37 @@ async fn the_tree_head_leaf_hashes_and_checkpoints_follow_the_contract() {
         "beyond the log"
     );
     // Checkpoints: idempotent per size, never beyond the log, never another root.
-    assert!(store.add_checkpoint(37, head.root, "n").await.expect("add"));
-    assert!(!store
-        .add_checkpoint(37, head.root, "n2")
-        .await
-        .expect("again"));
-    assert!(store.add_checkpoint(38, head.root, "n").await.is_err());
-    assert!(store.add_checkpoint(37, [0; 32], "n").await.is_err());
+    assert!(
+        geoprov::tlog_service::add_checkpoint(&store, 37, head.root, "n")
+            .await
+            .expect("add")
+    );
+    assert!(
+        !geoprov::tlog_service::add_checkpoint(&store, 37, head.root, "n2")
+            .await
+            .expect("again")
+    );
+    assert!(
+        geoprov::tlog_service::add_checkpoint(&store, 38, head.root, "n")
+            .await
+            .is_err()
+    );
+    assert!(
+        geoprov::tlog_service::add_checkpoint(&store, 37, [0; 32], "n")
+            .await
+            .is_err()
+    );
     let small = geoprov::tlog::root_from_leaf_hashes(&leaves[..5]);
-    assert!(store.add_checkpoint(5, small, "five").await.expect("add"));
-    assert!(store.add_checkpoint(5, [1; 32], "five").await.is_err());
+    assert!(
+        geoprov::tlog_service::add_checkpoint(&store, 5, small, "five")
+            .await
+            .expect("add")
+    );
+    assert!(
+        geoprov::tlog_service::add_checkpoint(&store, 5, [1; 32], "five")
+            .await
+            .is_err()
+    );
     let latest = store
         .latest_checkpoint()
         .await

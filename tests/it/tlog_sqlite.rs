@@ -882,7 +882,7 @@ async fn migration_2_backfills_the_leaves_of_a_version_1_log() {
     {
         let conn = Connection::open(&path).expect("raw connection");
         conn.execute_batch(include_str!(
-            "../../src/store/migrations/sqlite/0001_init.sql"
+            "../../src/store/sqlite/migrations/0001_init.sql"
         ))
         .expect("schema 1");
         conn.execute_batch(
@@ -971,13 +971,26 @@ async fn the_tree_head_and_leaf_hashes_follow_the_rows() {
     }
     assert!(store.leaf_hashes(30, 38).await.is_err(), "beyond the log");
     // Checkpoints: idempotent per size, never beyond the log, never another root.
-    assert!(store.add_checkpoint(37, head.root, "n").await.expect("add"));
-    assert!(!store
-        .add_checkpoint(37, head.root, "n2")
-        .await
-        .expect("again"));
-    assert!(store.add_checkpoint(38, head.root, "n").await.is_err());
-    assert!(store.add_checkpoint(37, [0; 32], "n").await.is_err());
+    assert!(
+        geoprov::tlog_service::add_checkpoint(&store, 37, head.root, "n")
+            .await
+            .expect("add")
+    );
+    assert!(
+        !geoprov::tlog_service::add_checkpoint(&store, 37, head.root, "n2")
+            .await
+            .expect("again")
+    );
+    assert!(
+        geoprov::tlog_service::add_checkpoint(&store, 38, head.root, "n")
+            .await
+            .is_err()
+    );
+    assert!(
+        geoprov::tlog_service::add_checkpoint(&store, 37, [0; 32], "n")
+            .await
+            .is_err()
+    );
     let latest = store
         .latest_checkpoint()
         .await

@@ -318,7 +318,7 @@ pub async fn rows_distinct_dense(client: &tokio_postgres::Client) -> (i64, i64, 
 pub async fn create_schema_1(client: &tokio_postgres::Client) {
     client
         .batch_execute(include_str!(
-            "../../../src/store/migrations/postgres/0001_init.sql"
+            "../../../src/store/postgres/migrations/0001_init.sql"
         ))
         .await
         .expect("schema 1");

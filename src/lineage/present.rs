@@ -1,13 +1,15 @@
-//! Presenting a lineage walk: the graph a `Store` returns, as JSON, text or Graphviz DOT.
+//! Presenting a lineage walk: the [`LineageGraph`] of [`super::walk`] as JSON, text or Graphviz
+//! DOT.
 //!
-//! Not for: walking (that is `Store::lineage`, an index-backed recursive query).
+//! Not for: walking (that is [`super::walk`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use uuid::Uuid;
 
-use crate::store::{Direction, LineageGraph};
+use super::LineageGraph;
+use crate::records::Direction;
 
 /// The JSON answer of `GET /v1/datasets/{uuid}/lineage` and `lineage --format json`.
 pub fn graph_json(graph: &LineageGraph, direction: Direction) -> serde_json::Value {

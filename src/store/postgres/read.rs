@@ -1,0 +1,265 @@
+//! The PostgreSQL store's reads: rows, pages of the log, one level of the lineage graph, and
+//! the stored edges, plus the row decoders they share with the other files.
+//!
+//! Not for: the transparency log's reads (`log.rs`).
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::IsolationLevel;
+use uuid::Uuid;
+
+use super::error::{classify, corrupt};
+use super::{to_sql_int, PostgresStore};
+use crate::event::EventId;
+use crate::records::{Direction, LineageEdge};
+use crate::store::{EdgePage, StoreError, StoredCheckpoint, StoredEdge, StoredEvent};
+use crate::tlog::{format_recorded_at, CompactRange, Hash};
+
+/// The log head without a lock (one row: one consistent snapshot of size and frontier).
+pub(super) const SELECT_LOG_HEAD: &str = "SELECT size, frontier FROM log_head WHERE id = 0";
+
+pub(super) const SELECT_LOG_SIZE: &str = "SELECT size FROM log_head WHERE id = 0";
+
+/// The columns [`StoredEvent`] is read from, in the order [`read_event_row`] expects.
+pub(super) const EVENT_COLUMNS: &str =
+    "log_position, event_id, dataset_uuid, operation, crs_from, crs_to, \
+     processor_id, \"timestamp\", payload_json, started_at, ended_at";
+
+pub(super) async fn log_size<C: deadpool_postgres::GenericClient + Sync>(
+    client: &C,
+) -> Result<u64, StoreError> {
+    let stmt = client
+        .prepare_cached(SELECT_LOG_SIZE)
+        .await
+        .map_err(classify)?;
+    let size: i64 = client
+        .query_one(&stmt, &[])
+        .await
+        .map_err(classify)?
+        .try_get(0)
+        .map_err(classify)?;
+    u64::try_from(size).map_err(|_| StoreError::Corrupt(format!("log_head.size is {size}")))
+}
+
+/// The frontier of a `log_head` row selected as `size, frontier, ...`.
+pub(super) fn log_head_from_row(row: &tokio_postgres::Row) -> Result<CompactRange, StoreError> {
+    let size: i64 = row.try_get(0).map_err(corrupt)?;
+    let frontier: &[u8] = row.try_get(1).map_err(corrupt)?;
+    let size =
+        u64::try_from(size).map_err(|_| StoreError::Corrupt(format!("log_head.size is {size}")))?;
+    CompactRange::from_frontier_bytes(size, frontier)
+        .map_err(|e| StoreError::Corrupt(format!("log_head.frontier: {e}")))
+}
+
+/// One `log_checkpoints` row (`tree_size, root_hash, note, created_at`).
+pub(super) fn read_checkpoint_row(
+    row: &tokio_postgres::Row,
+) -> Result<StoredCheckpoint, StoreError> {
+    let size: i64 = row.try_get(0).map_err(corrupt)?;
+    let tree_size = u64::try_from(size)
+        .map_err(|_| StoreError::Corrupt(format!("negative checkpoint tree size {size}")))?;
+    let root: &[u8] = row.try_get(1).map_err(corrupt)?;
+    let root_hash: Hash = root.try_into().map_err(|_| {
+        StoreError::Corrupt(format!(
+            "the checkpoint at tree size {tree_size} has a root_hash that is not 32 bytes"
+        ))
+    })?;
+    let created_at: DateTime<Utc> = row.try_get(3).map_err(corrupt)?;
+    Ok(StoredCheckpoint {
+        tree_size,
+        root_hash,
+        note: row.try_get(2).map_err(corrupt)?,
+        created_at: format_recorded_at(created_at),
+    })
+}
+
+/// One `lineage_events` row selected with [`EVENT_COLUMNS`].
+pub(super) fn read_event_row(row: &tokio_postgres::Row) -> Result<StoredEvent, StoreError> {
+    let position: Option<i64> = row.try_get(0).map_err(corrupt)?;
+    let event_id: String = row
+        .try_get::<_, Option<String>>(1)
+        .map_err(corrupt)?
+        .unwrap_or_default();
+    let position = position
+        .and_then(|p| u64::try_from(p).ok())
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the row of event_id {event_id} has log position {position:?}"
+            ))
+        })?;
+    let text = |index: usize| -> Result<Option<String>, StoreError> {
+        row.try_get::<_, Option<String>>(index).map_err(corrupt)
+    };
+    let required = |index: usize, column: &str| -> Result<String, StoreError> {
+        text(index)?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the row at log position {position} (event_id {event_id}) has no {column}"
+            ))
+        })
+    };
+    let dataset_uuid = required(2, "dataset_uuid")?;
+    let operation = required(3, "operation")?;
+    let crs_from = text(4)?;
+    let crs_to = text(5)?;
+    let processor_id = required(6, "processor_id")?;
+    let recorded_at: Option<DateTime<Utc>> = row.try_get(7).map_err(corrupt)?;
+    let recorded_at = recorded_at.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "the row at log position {position} (event_id {event_id}) has no timestamp"
+        ))
+    })?;
+    let payload_json = required(8, "payload_json")?;
+    let started_at: Option<DateTime<Utc>> = row.try_get(9).map_err(corrupt)?;
+    let ended_at: Option<DateTime<Utc>> = row.try_get(10).map_err(corrupt)?;
+    Ok(StoredEvent {
+        position,
+        event_id,
+        dataset_uuid,
+        operation,
+        crs_from,
+        crs_to,
+        processor_id,
+        recorded_at,
+        payload_json,
+        started_at,
+        ended_at,
+    })
+}
+
+impl PostgresStore {
+    /// `Store::get_event`: the row of a logged event.
+    pub(super) async fn read_event(&self, id: &EventId) -> Result<Option<StoredEvent>, StoreError> {
+        let client = self.ready_client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM lineage_events \
+                 WHERE event_id = $1 AND log_position IS NOT NULL"
+            ))
+            .await
+            .map_err(classify)?;
+        let row = client
+            .query_opt(&stmt, &[&id.to_hex()])
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(read_event_row).transpose()
+    }
+
+    /// `Store::scan`: up to `limit` rows from position `from` on.
+    pub(super) async fn read_page(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        // Positions never exceed i64::MAX, so a larger start is past the end.
+        let Ok(from) = i64::try_from(from) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let client = self.ready_client().await?;
+        let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM lineage_events WHERE log_position >= $1 \
+                 ORDER BY log_position LIMIT $2"
+            ))
+            .await
+            .map_err(classify)?;
+        let rows = client
+            .query(&stmt, &[&from, &sql_limit])
+            .await
+            .map_err(classify)?;
+        rows.iter().map(read_event_row).collect()
+    }
+
+    /// `Store::neighbours`: one query over the whole frontier (`= ANY($1)`, found through the
+    /// GIN index on `outputs` upstream or `inputs` downstream), one row per (dataset of the
+    /// frontier, other end) pair of each event, in a read-only repeatable-read transaction.
+    pub(super) async fn read_neighbours(
+        &self,
+        datasets: &[Uuid],
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<LineageEdge>, StoreError> {
+        let mut client = self.ready_client().await?;
+        let sql = match direction {
+            Direction::Upstream => {
+                "SELECT o, i, e.event_id, coalesce(e.operation, '') FROM lineage_events e \
+                 CROSS JOIN LATERAL unnest(e.outputs) o CROSS JOIN LATERAL unnest(e.inputs) i \
+                 WHERE e.outputs && $1::uuid[] AND o = ANY($1::uuid[]) LIMIT $2"
+            }
+            Direction::Downstream => {
+                "SELECT i, o, e.event_id, coalesce(e.operation, '') FROM lineage_events e \
+                 CROSS JOIN LATERAL unnest(e.inputs) i CROSS JOIN LATERAL unnest(e.outputs) o \
+                 WHERE e.inputs && $1::uuid[] AND i = ANY($1::uuid[]) LIMIT $2"
+            }
+        };
+        let stmt = client.prepare_cached(sql).await.map_err(classify)?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(classify)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = tx
+            .query(&stmt, &[&datasets, &limit])
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        rows.iter()
+            .map(|row| {
+                let node: Uuid = row.try_get(0).map_err(classify)?;
+                let other: Uuid = row.try_get(1).map_err(classify)?;
+                let (from, to) = match direction {
+                    Direction::Upstream => (other, node),
+                    Direction::Downstream => (node, other),
+                };
+                Ok(LineageEdge {
+                    from,
+                    to,
+                    event_id: row.try_get(2).map_err(classify)?,
+                    operation: row.try_get(3).map_err(classify)?,
+                })
+            })
+            .collect()
+    }
+
+    /// `Store::edges`: pages by log position; the cursor is the first position of the page,
+    /// `limit` the number of positions; the edges come from the rows' `inputs` x `outputs`.
+    pub(super) async fn read_edges(
+        &self,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<EdgePage, StoreError> {
+        let client = self.ready_client().await?;
+        let from = to_sql_int(cursor)?;
+        let to = from.saturating_add(i64::try_from(limit.max(1)).unwrap_or(i64::MAX));
+        let stmt = client
+            .prepare_cached(
+                "SELECT e.event_id, e.log_position, i, o FROM lineage_events e \
+                 CROSS JOIN LATERAL unnest(e.inputs) i CROSS JOIN LATERAL unnest(e.outputs) o \
+                 WHERE e.log_position >= $1 AND e.log_position < $2",
+            )
+            .await
+            .map_err(classify)?;
+        let rows = client.query(&stmt, &[&from, &to]).await.map_err(classify)?;
+        let mut page = EdgePage::default();
+        for row in &rows {
+            let position: i64 = row.try_get(1).map_err(corrupt)?;
+            let from_uuid: Uuid = row.try_get(2).map_err(corrupt)?;
+            let to_uuid: Uuid = row.try_get(3).map_err(corrupt)?;
+            page.edges.push(StoredEdge {
+                event_id: row.try_get(0).map_err(corrupt)?,
+                position: u64::try_from(position).ok(),
+                from: from_uuid.to_string(),
+                to: to_uuid.to_string(),
+            });
+        }
+        // Rows with a position beyond the head exist only mid-commit; the head bounds the pages.
+        let size = to_sql_int(log_size(&client).await?)?;
+        page.next = (to < size).then(|| u64::try_from(to).unwrap_or(u64::MAX));
+        Ok(page)
+    }
+}

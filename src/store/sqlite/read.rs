@@ -1,0 +1,328 @@
+//! The SQLite store's reads: rows, pages of the log, one level of the lineage graph, stored
+//! edges, leaf hashes, tree nodes and checkpoints.
+//!
+//! Not for: writes (that is `commit.rs`).
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection};
+use uuid::Uuid;
+
+use super::error::classify;
+use super::timestamp::parse_timestamp;
+use super::to_sql_int;
+use crate::records::{Direction, LineageEdge};
+use crate::store::{EdgePage, StoreError, StoredCheckpoint, StoredEdge, StoredEvent};
+use crate::tlog::Hash;
+
+pub(super) const SELECT_LOG_SIZE: &str = "SELECT size FROM log_head WHERE id = 0";
+
+/// The columns [`StoredEvent`] is read from, in the order `read_event_row` expects.
+pub(super) const EVENT_COLUMNS: &str =
+    "log_position, event_id, dataset_uuid, operation, crs_from, crs_to, \
+     processor_id, timestamp, payload_json, started_at, ended_at";
+
+pub(super) fn tree_nodes(
+    conn: &Connection,
+    height: u32,
+    from: u64,
+    to: u64,
+) -> Result<Vec<(u64, Hash)>, StoreError> {
+    if to <= from {
+        return Ok(Vec::new());
+    }
+    let (lo, hi) = (
+        to_sql_int(from, "node index")?,
+        to_sql_int(to, "node index")?,
+    );
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT node_index, hash FROM log_nodes \
+             WHERE height = ?1 AND node_index >= ?2 AND node_index < ?3 ORDER BY node_index",
+        )
+        .map_err(classify)?;
+    let rows = stmt
+        .query_map(params![height, lo, hi], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+        })
+        .map_err(classify)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (index, hash) = row.map_err(classify)?;
+        let hash: Hash = hash.try_into().map_err(|_| {
+            StoreError::Corrupt(format!("log node {height}/{index} is not 32 bytes"))
+        })?;
+        out.push((u64::try_from(index).unwrap_or(0), hash));
+    }
+    Ok(out)
+}
+
+pub(super) fn leaf_hashes(conn: &Connection, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
+    if to <= from {
+        return Ok(Vec::new());
+    }
+    let (lo, hi) = (to_sql_int(from, "position")?, to_sql_int(to, "position")?);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT log_position, leaf_hash FROM lineage_events \
+             WHERE log_position >= ?1 AND log_position < ?2 ORDER BY log_position",
+        )
+        .map_err(classify)?;
+    let mut rows = stmt.query(params![lo, hi]).map_err(classify)?;
+    let mut out = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0).min(1 << 20));
+    let mut expected = from;
+    while let Some(row) = rows.next().map_err(classify)? {
+        let position: i64 = row.get(0).map_err(classify)?;
+        if u64::try_from(position).ok() != Some(expected) {
+            return Err(StoreError::Corrupt(format!(
+                "log position {expected} is missing"
+            )));
+        }
+        let hash: Option<Vec<u8>> = row.get(1).map_err(classify)?;
+        let hash: Hash = hash.and_then(|h| h.try_into().ok()).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the leaf_hash of log position {expected} is missing or not 32 bytes"
+            ))
+        })?;
+        out.push(hash);
+        expected += 1;
+    }
+    if expected != to {
+        return Err(StoreError::Corrupt(format!(
+            "log position {expected} is missing"
+        )));
+    }
+    Ok(out)
+}
+
+pub(super) fn edges_page(
+    conn: &Connection,
+    cursor: u64,
+    limit: usize,
+) -> Result<EdgePage, StoreError> {
+    let after = to_sql_int(cursor, "edge cursor")?;
+    let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT g.rowid, g.event_id, e.log_position, g.from_uuid, g.to_uuid \
+             FROM lineage_edges AS g LEFT JOIN lineage_events AS e ON e.event_id = g.event_id \
+             WHERE g.rowid > ?1 ORDER BY g.rowid LIMIT ?2",
+        )
+        .map_err(classify)?;
+    let mut rows = stmt.query(params![after, limit]).map_err(classify)?;
+    let mut page = EdgePage::default();
+    let mut last = after;
+    while let Some(row) = rows.next().map_err(classify)? {
+        last = row.get(0).map_err(classify)?;
+        let position: Option<i64> = row.get(2).map_err(classify)?;
+        page.edges.push(StoredEdge {
+            event_id: row.get(1).map_err(classify)?,
+            position: position.and_then(|p| u64::try_from(p).ok()),
+            from: row.get(3).map_err(classify)?,
+            to: row.get(4).map_err(classify)?,
+        });
+    }
+    if !page.edges.is_empty() {
+        page.next = u64::try_from(last).ok();
+    }
+    Ok(page)
+}
+
+pub(super) fn checkpoints(
+    conn: &Connection,
+    from_size: u64,
+    limit: usize,
+) -> Result<Vec<StoredCheckpoint>, StoreError> {
+    let Ok(from) = i64::try_from(from_size) else {
+        return Ok(Vec::new());
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT tree_size, root_hash, note, created_at FROM log_checkpoints \
+             WHERE tree_size >= ?1 ORDER BY tree_size LIMIT ?2",
+        )
+        .map_err(classify)?;
+    let mut rows = stmt.query(params![from, limit]).map_err(classify)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(classify)? {
+        out.push(read_checkpoint_row(row)?);
+    }
+    Ok(out)
+}
+
+/// One `log_checkpoints` row (`tree_size, root_hash, note, created_at`).
+pub(super) fn read_checkpoint_row(row: &rusqlite::Row<'_>) -> Result<StoredCheckpoint, StoreError> {
+    let size: i64 = row.get(0).map_err(classify)?;
+    let tree_size = u64::try_from(size)
+        .map_err(|_| StoreError::Corrupt(format!("negative checkpoint tree size {size}")))?;
+    let root: Vec<u8> = row.get(1).map_err(classify)?;
+    let root_hash: Hash = root.try_into().map_err(|_| {
+        StoreError::Corrupt(format!(
+            "the checkpoint at tree size {tree_size} has a root_hash that is not 32 bytes"
+        ))
+    })?;
+    Ok(StoredCheckpoint {
+        tree_size,
+        root_hash,
+        note: row.get(2).map_err(classify)?,
+        created_at: row.get(3).map_err(classify)?,
+    })
+}
+
+pub(super) fn log_size(conn: &Connection) -> Result<u64, StoreError> {
+    let size: i64 = conn
+        .prepare_cached(SELECT_LOG_SIZE)
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+        .map_err(classify)?;
+    u64::try_from(size).map_err(|_| StoreError::Corrupt(format!("log_head.size is {size}")))
+}
+
+pub(super) fn get_event(
+    conn: &Connection,
+    event_id: &str,
+) -> Result<Option<StoredEvent>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM lineage_events WHERE event_id = ?1"
+        ))
+        .map_err(classify)?;
+    let mut rows = stmt.query([event_id]).map_err(classify)?;
+    match rows.next().map_err(classify)? {
+        Some(row) => read_event_row(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn scan(
+    conn: &Connection,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    // Positions never exceed i64::MAX, so a larger start is past the end.
+    let Ok(from) = i64::try_from(from) else {
+        return Ok(Vec::new());
+    };
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM lineage_events WHERE log_position >= ?1 \
+             ORDER BY log_position LIMIT ?2"
+        ))
+        .map_err(classify)?;
+    let mut rows = stmt.query(params![from, sql_limit]).map_err(classify)?;
+    let mut events = Vec::with_capacity(limit.min(4096));
+    while let Some(row) = rows.next().map_err(classify)? {
+        events.push(read_event_row(row)?);
+    }
+    Ok(events)
+}
+
+/// One `lineage_events` row selected with [`EVENT_COLUMNS`].
+pub(super) fn read_event_row(row: &rusqlite::Row<'_>) -> Result<StoredEvent, StoreError> {
+    let position: i64 = row.get(0).map_err(classify)?;
+    let position = u64::try_from(position)
+        .map_err(|_| StoreError::Corrupt(format!("negative log position {position}")))?;
+    let text = |index: usize| -> Result<Option<String>, StoreError> {
+        row.get::<_, Option<String>>(index).map_err(classify)
+    };
+    let event_id = text(1)?.unwrap_or_default();
+    let required = |index: usize, column: &str| -> Result<String, StoreError> {
+        text(index)?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the row at log position {position} (event_id {event_id}) has no {column}"
+            ))
+        })
+    };
+    let dataset_uuid = required(2, "dataset_uuid")?;
+    let operation = required(3, "operation")?;
+    let crs_from = text(4)?;
+    let crs_to = text(5)?;
+    let processor_id = required(6, "processor_id")?;
+    let timestamp = required(7, "timestamp")?;
+    let payload_json = required(8, "payload_json")?;
+    let recorded_at = parse_timestamp(&timestamp).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "the row at log position {position} (event_id {event_id}) has an unreadable \
+             timestamp '{timestamp}'"
+        ))
+    })?;
+    let event_time = |index: usize, column: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        match text(index)? {
+            None => Ok(None),
+            Some(t) => parse_timestamp(&t).map(Some).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "the row at log position {position} (event_id {event_id}) has an \
+                     unreadable {column} '{t}'"
+                ))
+            }),
+        }
+    };
+    let started_at = event_time(9, "started_at")?;
+    let ended_at = event_time(10, "ended_at")?;
+    Ok(StoredEvent {
+        position,
+        event_id,
+        dataset_uuid,
+        operation,
+        crs_from,
+        crs_to,
+        processor_id,
+        recorded_at,
+        payload_json,
+        started_at,
+        ended_at,
+    })
+}
+
+/// One level of the lineage graph ([`crate::store::Store::neighbours`]): one probe of
+/// `lineage_edges_to` (upstream) or `lineage_edges_from` (downstream) per dataset, then one
+/// table read per edge found, all inside one read transaction (one snapshot).
+pub(super) fn neighbours(
+    conn: &mut Connection,
+    datasets: &[Uuid],
+    direction: Direction,
+    limit: usize,
+) -> Result<Vec<LineageEdge>, StoreError> {
+    let tx = conn.transaction().map_err(classify)?;
+    let sql = match direction {
+        Direction::Upstream => {
+            "SELECT from_uuid, event_id, operation FROM lineage_edges WHERE to_uuid = ?1"
+        }
+        Direction::Downstream => {
+            "SELECT to_uuid, event_id, operation FROM lineage_edges WHERE from_uuid = ?1"
+        }
+    };
+    let mut edges = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(sql).map_err(classify)?;
+        let mut key = Uuid::encode_buffer();
+        'datasets: for &node in datasets {
+            let node_text: &str = node.hyphenated().encode_lower(&mut key);
+            let mut rows = stmt.query([node_text]).map_err(classify)?;
+            while let Some(row) = rows.next().map_err(classify)? {
+                if edges.len() >= limit {
+                    break 'datasets;
+                }
+                let other: String = row.get(0).map_err(classify)?;
+                let other = Uuid::parse_str(&other).map_err(|_| {
+                    StoreError::Corrupt(format!("lineage_edges holds a non-UUID dataset '{other}'"))
+                })?;
+                let (from, to) = match direction {
+                    Direction::Upstream => (other, node),
+                    Direction::Downstream => (node, other),
+                };
+                edges.push(LineageEdge {
+                    from,
+                    to,
+                    event_id: row.get(1).map_err(classify)?,
+                    operation: row.get(2).map_err(classify)?,
+                });
+            }
+        }
+    }
+    tx.commit().map_err(classify)?;
+    Ok(edges)
+}
