@@ -15,3 +15,4 @@ mod store_suite;
 mod support;
 mod tlog_postgres;
 mod tlog_sqlite;
+mod tlog_suite;

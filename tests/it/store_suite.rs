@@ -485,6 +485,51 @@ pub async fn lineage_walk_past_the_node_cap_is_refused(store: Arc<dyn Store>) {
     assert_eq!(upstream.nodes, vec![(root, 0)]);
 }
 
+/// `edges` pages through every stored edge exactly once, each with its event's position.
+pub async fn edges_page_through_every_stored_edge_once(store: Arc<dyn Store>) {
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let mut events = sources(3);
+    events.push(step("mosaic", &[a, b], &[c]));
+    events.push(step("tile", &[c], &[a, b]));
+    for i in 0..20 {
+        events.push(step("reproject", &[a], &[Uuid::from_u128(i + 1)]));
+    }
+    commit(&store, &events).await;
+    let mut want = BTreeSet::new();
+    for e in &events {
+        let (inputs, outputs) = e.edge_ends();
+        for from in &inputs {
+            for to in &outputs {
+                want.insert((e.event_id.to_hex(), from.to_string(), to.to_string()));
+            }
+        }
+    }
+    let positions: BTreeMap<String, u64> = store
+        .scan(0, 100)
+        .await
+        .expect("scan")
+        .into_iter()
+        .map(|r| (r.event_id, r.position))
+        .collect();
+    let mut got = Vec::new();
+    let mut cursor = Some(0);
+    let mut pages = 0;
+    while let Some(at) = cursor {
+        let page = store.edges(at, 4).await.expect("edges page");
+        for edge in page.edges {
+            assert_eq!(edge.position, positions.get(&edge.event_id).copied());
+            got.push((edge.event_id, edge.from, edge.to));
+        }
+        cursor = page.next;
+        pages += 1;
+        assert!(pages < 100, "the pages end");
+    }
+    assert!(pages > 1, "small pages");
+    let distinct: BTreeSet<_> = got.iter().cloned().collect();
+    assert_eq!(distinct.len(), got.len(), "every edge once");
+    assert_eq!(distinct, want);
+}
+
 /// A fresh, migrated, empty store of one backend, and what keeps its database alive (dropped
 /// after the case); `None` when the backend's server is absent and the case is skipped.
 pub type Fresh = Option<(Arc<dyn Store>, Box<dyn std::any::Any + Send>)>;
@@ -506,6 +551,7 @@ macro_rules! store_suite {
                 lineage_cycle,
                 lineage_wide_fan_out,
                 lineage_walk_past_the_node_cap_is_refused,
+                edges_page_through_every_stored_edge_once,
                 migrate_is_idempotent,
             );
         }
