@@ -2,6 +2,7 @@
 
 mod amqp;
 mod cli;
+mod deploy;
 mod e2e_embedded;
 mod embedded_broker;
 mod postgres_store;
