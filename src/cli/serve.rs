@@ -20,6 +20,11 @@ pub struct ServeArgs {
     /// validate topology → publish) at start, so there is a real graph to look at.
     #[arg(long)]
     demo: bool,
+    /// Once listening, write the bound address (`127.0.0.1:43117`, one line) to this file, so
+    /// that a supervisor or a test that asked for `--listen 127.0.0.1:0` learns the port. The
+    /// file appears whole (written beside it, then renamed).
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<std::path::PathBuf>,
 }
 
 /// Run until SIGINT/SIGTERM; workers finish and acknowledge their batch, then exit 0.
@@ -58,6 +63,10 @@ pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError>
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", config.listen)))?;
+    // The bound address: with port 0 in --listen, the port the system chose.
+    let listening = listener
+        .local_addr()
+        .map_err(|e| CliError::Failed(format!("cannot read the bound address: {e}")))?;
     let mut workers = if args.no_workers {
         tokio::task::JoinSet::new()
     } else {
@@ -79,11 +88,14 @@ pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError>
     };
     tracing::info!(
         message = "geoprov serving.",
-        listen = %config.listen,
+        listen = %listening,
         broker = %config.broker,
         store = %config.store,
         workers = workers.len(),
     );
+    if let Some(path) = &args.ready_file {
+        write_ready_file(path, listening)?;
+    }
     let mut http_shutdown = shutdown.clone();
     let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { http_shutdown.requested().await });
@@ -98,4 +110,18 @@ pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError>
     stop?;
     tracing::info!(message = "Stopped cleanly.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `address` and a newline to `path` whole: into a file beside it, then renamed over it.
+fn write_ready_file(path: &std::path::Path, address: std::net::SocketAddr) -> Result<(), CliError> {
+    let fail = |e: std::io::Error| {
+        CliError::Failed(format!(
+            "cannot write the ready file {}: {e}",
+            path.display()
+        ))
+    };
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, format!("{address}\n")).map_err(fail)?;
+    std::fs::rename(&partial, path).map_err(fail)
 }

@@ -128,7 +128,7 @@ fn sigterm_while_waiting_for_the_broker_exits_zero() {
     for command in ["worker", "serve"] {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = crate::support::free_port();
-        let listen = format!("127.0.0.1:{}", crate::support::free_port());
+        let listen = "127.0.0.1:0".to_string();
         let mut child = Command::new(geoprov_bin())
             .args([command, "--data-dir"])
             .arg(dir.path())

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{free_port, geoprov_bin};
+use crate::support::geoprov_bin;
 
 /// The user the image runs as (`deploy/image/stage-rootfs.sh`).
 const IMAGE_UID: u32 = 65532;
@@ -43,14 +43,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn required() -> bool {
-    std::env::var("GEOPROV_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
 /// Skip (print and return) or fail, per `GEOPROV_REQUIRE_SERVICES`.
 fn missing(what: &str) {
-    assert!(!required(), "GEOPROV_REQUIRE_SERVICES=1 but {what}");
-    eprintln!("skipped: {what}");
+    crate::support::require_or_skip(what);
 }
 
 /// `name` on PATH, or the file an environment variable names.
@@ -267,44 +262,43 @@ fn in_image(image: &Image, binds: &[Bind], extra_env: &[(&str, &str)], args: &[&
     cmd
 }
 
-/// `geoprov serve --demo` in the image on a free port (retrying when another process took
-/// the port between its probe and geoprov's bind).
+/// `geoprov serve --demo` in the image on a port the system chooses (`--listen 127.0.0.1:0`),
+/// read back from the `--ready-file` it writes into the data volume.
 fn serve_in_image(image: &Image, data: &Path, log: &Path) -> (Running, u16) {
-    for _ in 0..5 {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut serve = Running::spawn(
-            in_image(
-                image,
-                &[data_volume(data)],
-                &[],
-                &["/geoprov", "serve", "--demo", "--listen", &listen],
-            )
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).expect("log file")),
-        );
-        let up = wait_for(Duration::from_secs(30), || {
-            if let Ok(Some(_)) = serve.0.try_wait() {
-                return Some(false);
-            }
-            matches!(http_get(port, "/healthz"), Ok((200, _))).then_some(true)
-        });
-        match up {
-            Some(true) => return (serve, port),
-            Some(false)
-                if std::fs::read_to_string(log).is_ok_and(|l| l.contains("cannot listen")) =>
-            {
-                continue
-            }
-            _ => {
-                panic!(
-                    "serve in the image did not answer /healthz; log:\n{}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-        }
-    }
-    panic!("no free port for serve after 5 attempts");
+    let _ = std::fs::remove_file(data.join("serve.ready"));
+    let mut serve = Running::spawn(
+        in_image(
+            image,
+            &[data_volume(data)],
+            &[],
+            &[
+                "/geoprov",
+                "serve",
+                "--demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--ready-file",
+                "/data/serve.ready",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file")),
+    );
+    let port = crate::support::wait_ready(
+        &mut serve.0,
+        &data.join("serve.ready"),
+        log,
+        Duration::from_secs(30),
+    );
+    let up = wait_for(Duration::from_secs(30), || {
+        matches!(http_get(port, "/healthz"), Ok((200, _))).then_some(())
+    });
+    assert!(
+        up.is_some(),
+        "serve in the image did not answer /healthz; log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    (serve, port)
 }
 
 /// A child process that is killed when dropped (when an assertion fails, say).

@@ -1083,7 +1083,7 @@ struct Pki {
 impl Pki {
     fn make() -> Option<Pki> {
         if Command::new("openssl").arg("version").output().is_err() {
-            pg::skip("no openssl CLI to make test certificates");
+            crate::support::require_or_skip("no openssl CLI to make test certificates");
             return None;
         }
         let dir = tempfile::tempdir().expect("pki dir");

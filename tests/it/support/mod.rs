@@ -1,5 +1,6 @@
-//! Shared helpers for the integration tests: a real `geoprov` child process on a temporary data
-//! dir and a free port, event generators, and direct reads of the SQLite store.
+//! Shared helpers for the integration tests: a real `geoprov serve` child process on a temporary
+//! data dir that binds port 0 and reports its address, event generators, direct reads of the
+//! SQLite store, and [`require_or_skip`] for tests that need something outside the repository.
 
 #![allow(dead_code)]
 
@@ -15,7 +16,27 @@ pub fn geoprov_bin() -> &'static str {
     env!("CARGO_BIN_EXE_geoprov")
 }
 
-/// A free TCP port on 127.0.0.1.
+/// Whether a missing server or tool must fail the test rather than skip it
+/// (`GEOPROV_REQUIRE_SERVICES=1`, as `.ci/run` sets).
+pub fn services_required() -> bool {
+    std::env::var("GEOPROV_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// For a test that cannot run without `what`: returns `true` after printing
+/// `skipped: <what>` when it may be skipped, and panics with `what` under
+/// `GEOPROV_REQUIRE_SERVICES=1`.
+pub fn require_or_skip(what: &str) -> bool {
+    assert!(
+        !services_required(),
+        "{what} (GEOPROV_REQUIRE_SERVICES=1: required)"
+    );
+    eprintln!("skipped: {what}");
+    true
+}
+
+/// A free TCP port on 127.0.0.1, for third-party servers the tests start (Redis, PostgreSQL,
+/// RabbitMQ), which cannot report a port they chose. geoprov's own servers bind port 0 and
+/// report theirs ([`Server::start`]).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
@@ -30,24 +51,28 @@ pub struct Server {
 }
 
 impl Server {
-    /// Start `geoprov serve` on `data_dir` with extra flags and wait until /healthz answers.
+    /// Start `geoprov serve` on `data_dir` with extra flags, listening on a port the system
+    /// chooses (`--listen 127.0.0.1:0`, read back from `--ready-file`), and wait until /healthz
+    /// answers.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let port = free_port();
-        let log = data_dir.join(format!("serve-{port}.log"));
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let log = data_dir.join(format!("serve-{run}.log"));
+        let ready = data_dir.join(format!("serve-{run}.ready"));
         std::fs::create_dir_all(data_dir).expect("data dir");
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(geoprov_bin())
+        let mut child = Command::new(geoprov_bin())
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .args(["--listen", "127.0.0.1:0", "--ready-file"])
+            .arg(&ready)
             .args(extra)
             .env("GEOPROV_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .expect("spawn geoprov serve");
+        let port = wait_ready(&mut child, &ready, &log, Duration::from_secs(60));
         let server = Server {
             child,
             port,
@@ -103,6 +128,27 @@ impl Server {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// Waits for `geoprov serve --ready-file READY` to write its address; its port. Panics with the
+/// log when the process exits first or `within` passes.
+pub fn wait_ready(child: &mut Child, ready: &Path, log: &Path, within: Duration) -> u16 {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(ready) {
+            if let Ok(address) = text.trim().parse::<std::net::SocketAddr>() {
+                return address.port();
+            }
+        }
+        let exited = child.try_wait().ok().flatten();
+        assert!(
+            exited.is_none() && Instant::now() < deadline,
+            "geoprov serve did not report its address ({}); log:\n{}",
+            exited.map_or_else(|| "timed out".to_string(), |s| s.to_string()),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -2,6 +2,7 @@
 //! dropped on drop, a private PostgreSQL instance per test (initdb + pg_ctl as the `postgres` OS
 //! user, on a spare port) that a test may stop, restart or give TLS, and raw SQL access.
 
+use super::require_or_skip;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -10,20 +11,6 @@ use std::time::{Duration, Instant};
 pub fn server_url() -> String {
     std::env::var("GEOPROV_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-/// Whether a missing server must fail the test rather than skip it.
-pub fn services_required() -> bool {
-    std::env::var("GEOPROV_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// Skip (print and return `true`) or fail, per `GEOPROV_REQUIRE_SERVICES`, for a missing `what`.
-pub fn skip(what: &str) -> bool {
-    if services_required() {
-        panic!("GEOPROV_REQUIRE_SERVICES=1 but {what}");
-    }
-    eprintln!("skipped: {what}");
-    true
 }
 
 /// A plain (no TLS) connection for the test's own SQL; the connection task runs in the
@@ -60,11 +47,11 @@ impl TestSchema {
         let client = match tokio::time::timeout(Duration::from_secs(5), connect(&server)).await {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => {
-                skip(&format!("no server at {server} ({e})"));
+                require_or_skip(&format!("no server at {server} ({e})"));
                 return None;
             }
             Err(_) => {
-                skip(&format!("no server at {server} (timed out)"));
+                require_or_skip(&format!("no server at {server} (timed out)"));
                 return None;
             }
         };
@@ -130,11 +117,11 @@ impl LocalPg {
     /// `runuser` are missing.
     pub fn init(extra_conf: &str) -> Option<LocalPg> {
         let Some(bin) = pg_bin_dir() else {
-            skip("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin");
+            require_or_skip("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin");
             return None;
         };
         if Command::new("runuser").arg("--help").output().is_err() {
-            skip("no runuser to run PostgreSQL as the postgres user");
+            require_or_skip("no runuser to run PostgreSQL as the postgres user");
             return None;
         }
         let dir = tempfile::Builder::new()
