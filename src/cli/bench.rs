@@ -39,6 +39,10 @@ pub struct BenchArgs {
     json: bool,
     #[command(flatten)]
     worker: WorkerArgs,
+    #[command(flatten)]
+    pub(super) broker: super::BrokerArgs,
+    #[command(flatten)]
+    pub(super) signing_key: super::KeyArgs,
 }
 
 /// Run the benchmark.

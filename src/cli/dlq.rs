@@ -12,6 +12,8 @@ use crate::config::Config;
 pub struct DlqArgs {
     #[command(subcommand)]
     action: DlqAction,
+    #[command(flatten)]
+    pub(super) broker: super::BrokerArgs,
 }
 
 #[derive(Debug, Subcommand)]

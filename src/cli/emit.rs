@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{open_broker, read_input, CliError};
+use super::{open_broker, read_input, BrokerArgs, CliError};
 use crate::config::Config;
 use crate::ingest::{self, IngestItem};
 
@@ -23,6 +23,16 @@ pub struct EmitArgs {
     /// Largest event payload accepted, in bytes.
     #[arg(long, default_value_t = crate::event::DEFAULT_MAX_PAYLOAD_BYTES)]
     max_payload_bytes: usize,
+    /// Bearer token of the server `--server` names.
+    #[arg(
+        long,
+        env = "GEOPROV_TOKEN",
+        hide_env_values = true,
+        requires = "server"
+    )]
+    token: Option<String>,
+    #[command(flatten)]
+    pub(super) broker: BrokerArgs,
 }
 
 /// Enqueue the valid events, print their ids on stdout and a reason per refused item on stderr.
@@ -30,7 +40,7 @@ pub struct EmitArgs {
 pub async fn run(config: &Config, args: EmitArgs) -> Result<ExitCode, CliError> {
     let input = read_input(args.file.as_ref())?;
     if let Some(server) = &args.server {
-        return post(config, server, input).await;
+        return post(server, args.token.clone(), input).await;
     }
     let batch = ingest::prepare(&input, args.max_payload_bytes);
     let mut rejected = 0usize;
@@ -67,15 +77,15 @@ pub async fn run(config: &Config, args: EmitArgs) -> Result<ExitCode, CliError> 
     })
 }
 
-async fn post(config: &Config, server: &str, input: Vec<u8>) -> Result<ExitCode, CliError> {
+async fn post(server: &str, token: Option<String>, input: Vec<u8>) -> Result<ExitCode, CliError> {
     let url = format!("{}/v1/events", server.trim_end_matches('/'));
     let client = reqwest::Client::new();
     let mut req = client
         .post(&url)
         .header("content-type", "application/json")
         .body(input);
-    if let Some(token) = &config.token {
-        req = req.bearer_auth(token.expose());
+    if let Some(token) = &token {
+        req = req.bearer_auth(token);
     }
     let resp = req
         .send()

@@ -19,6 +19,8 @@ pub struct KeygenArgs {
     /// the old verifier key).
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    pub(super) signing_key: super::KeyArgs,
 }
 
 /// Write the key to `--log-key` (default `<data dir>/log-signing.key`) and print the verifier

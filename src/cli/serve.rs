@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{open_store_for_workers, spawn_workers, start_checkpointer, CliError, WorkerArgs};
+use super::{
+    open_store_for_workers, spawn_workers, start_checkpointer, BrokerArgs, CliError, HttpArgs,
+    KeyArgs, WorkerArgs,
+};
 use crate::config::Config;
 use crate::http::{router, AppState};
 
@@ -13,6 +16,12 @@ use crate::http::{router, AppState};
 pub struct ServeArgs {
     #[command(flatten)]
     worker: WorkerArgs,
+    #[command(flatten)]
+    pub(super) broker: BrokerArgs,
+    #[command(flatten)]
+    pub(super) http: HttpArgs,
+    #[command(flatten)]
+    pub(super) signing_key: KeyArgs,
     /// Run only the HTTP API (ingest and reads), no workers.
     #[arg(long)]
     no_workers: bool,

@@ -28,6 +28,8 @@ pub struct VerifyArgs {
     /// Rows read per page.
     #[arg(long, default_value_t = DEFAULT_PAGE_SIZE, hide = true)]
     page_size: usize,
+    #[command(flatten)]
+    pub(super) signing_key: super::KeyArgs,
 }
 
 /// Flags of `geoprov verify-proof`.

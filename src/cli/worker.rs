@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{
-    open_broker_until, open_store_for_workers, spawn_workers, start_checkpointer, CliError,
-    WorkerArgs,
+    open_broker_until, open_store_for_workers, spawn_workers, start_checkpointer, BrokerArgs,
+    CliError, KeyArgs, WorkerArgs,
 };
 use crate::config::Config;
 
@@ -15,6 +15,10 @@ use crate::config::Config;
 pub struct WorkerCmdArgs {
     #[command(flatten)]
     worker: WorkerArgs,
+    #[command(flatten)]
+    pub(super) broker: BrokerArgs,
+    #[command(flatten)]
+    pub(super) signing_key: KeyArgs,
 }
 
 /// Run workers until a signal; the batch in hand is committed and acknowledged, then exit 0.
