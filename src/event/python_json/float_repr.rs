@@ -202,6 +202,36 @@ impl fmt::Write for StackBuf {
 mod tests {
     use super::super::test_support::*;
     use super::super::{dumps, PyValue};
+    use super::write_float;
+
+    /// CPython's `json.dumps(x)` for 2,000 doubles given by their bits; the header says how they
+    /// were drawn.
+    const CPYTHON_REPRS: &str = include_str!("float_repr_cpython.txt");
+
+    /// Checks every `bits text` line of `table` against [`write_float`]; returns how many.
+    fn assert_matches_table(table: &str) -> usize {
+        let mut checked = 0;
+        for line in table
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let mut columns = line.split(' ');
+            let (Some(bits), Some(expected)) = (columns.next(), columns.next()) else {
+                panic!("malformed line {line:?}");
+            };
+            let bits = u64::from_str_radix(bits, 16).expect("hex bits");
+            let mut out = String::new();
+            write_float(&mut out, f64::from_bits(bits));
+            assert_eq!(out, expected, "bits {bits:016x}");
+            checked += 1;
+        }
+        checked
+    }
+
+    #[test]
+    fn float_repr_matches_cpython_table() {
+        assert_eq!(assert_matches_table(CPYTHON_REPRS), 2000);
+    }
 
     /// Expected strings are Python 3.11's `json.dumps(x)`.
     #[test]
