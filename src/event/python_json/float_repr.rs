@@ -1,20 +1,21 @@
 //! Python's `float.__repr__`, as `json.dumps` writes a float, and the `NaN`/`Infinity` tokens
 //! `json` uses for the values `repr` spells `nan`/`inf`.
 //!
+//! The digits come from `ryu`: the shortest that read back to the same float, the closest such
+//! to the exact value, an exact tie between two of them going to the even digit. That is the
+//! choice Python's `repr` (David Gay's `dtoa`, mode 0) makes, so only the layout is written
+//! here, and `ryu`'s own layout (`1e16`, `1e-7`) is read back into digits and a decimal point.
+//!
 //! Not for: reading floats (Rust's correctly rounded `str::parse` does that, as `float()` does) or
 //! any other float formatting.
 
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 
 /// Writes a float as Python's `float.__repr__`, or the `NaN`/`Infinity` tokens `json` uses.
 ///
-/// Python's `repr` (David Gay's `dtoa`, mode 0) prints the shortest digits that read back to the
-/// same float, the closest such to the exact value, and breaks exact ties towards an even last
-/// digit. Rust's `{:e}` gives the same shortest digits except in ties, which it rounds up
-/// (`647340340770998.25` prints `...998.3` in Rust, `...998.2` in Python); [`ShortestDigits`]
-/// repairs those. Python then lays the digits out in fixed notation when the decimal exponent is
+/// Python lays the shortest round-trip digits out in fixed notation when the decimal exponent is
 /// in `-4..16`, else as `d.ddde±XX` with at least two exponent digits, and gives integral values a
-/// `.0`.
+/// `.0`: `1e-05`, `0.0001`, `123456789012345.0`, `1e+16`, `1.5e+300`, `-0.0`.
 pub(super) fn write_float(out: &mut String, f: f64) {
     if f.is_nan() {
         out.push_str("NaN");
@@ -31,26 +32,23 @@ pub(super) fn write_float(out: &mut String, f: f64) {
         out.push_str("0.0");
         return;
     }
-    let Some(shortest) = ShortestDigits::of(f.abs()) else {
-        // Unreachable: `{:e}` of a finite non-zero f64 always has this shape.
-        let _ = write!(out, "{:?}", f.abs());
-        return;
-    };
+    let mut buffer = ryu::Buffer::new();
+    let shortest = Shortest::read(buffer.format_finite(f.abs()));
     let digits = shortest.digits();
-    let exp10 = shortest.exp10;
+    let decpt = shortest.decpt;
     let push_digits = |out: &mut String, d: &[u8]| {
         for &b in d {
             out.push(char::from(b));
         }
     };
-    // Python's decpt: the value is 0.DIGITS × 10^decpt.
-    let decpt = exp10 + 1;
     if !(-3..=16).contains(&decpt) {
-        push_digits(out, &digits[..1]);
-        if digits.len() > 1 {
+        let (first, rest) = digits.split_at(digits.len().min(1));
+        push_digits(out, first);
+        if !rest.is_empty() {
             out.push('.');
-            push_digits(out, &digits[1..]);
+            push_digits(out, rest);
         }
+        let exp10 = decpt - 1;
         let sign = if exp10 < 0 { '-' } else { '+' };
         let _ = write!(out, "e{sign}{:02}", exp10.unsigned_abs());
     } else if decpt <= 0 {
@@ -68,145 +66,78 @@ pub(super) fn write_float(out: &mut String, f: f64) {
             }
             out.push_str(".0");
         } else {
-            push_digits(out, &digits[..point]);
+            let (whole, fraction) = digits.split_at(point);
+            push_digits(out, whole);
             out.push('.');
-            push_digits(out, &digits[point..]);
+            push_digits(out, fraction);
         }
     }
 }
 
-/// The digits Python's `repr` prints for a finite, positive float: `D.DDD × 10^exp10`.
-struct ShortestDigits {
-    /// ASCII digits, no leading or trailing zeros; at most 17.
-    ascii: [u8; 17],
+/// The digits Python's `repr` prints for a finite, positive float, and where the point goes: the
+/// value is `0.DIGITS × 10^decpt` (the `decpt` of Python's `dtoa`).
+struct Shortest {
+    /// ASCII digits without leading or trailing zeros. As long as the longest text `ryu` writes
+    /// for an `f64`, so every digit of it fits.
+    ascii: [u8; 24],
     len: usize,
-    exp10: i32,
+    decpt: i32,
 }
 
-impl ShortestDigits {
-    fn of(f: f64) -> Option<ShortestDigits> {
-        let mut buf = StackBuf::default();
-        write!(buf, "{f:e}").ok()?;
-        let text = buf.as_bytes();
-        let e_at = text.iter().position(|&b| b == b'e')?;
-        let exp10: i32 = std::str::from_utf8(&text[e_at + 1..]).ok()?.parse().ok()?;
-        let mut digits = ShortestDigits {
-            ascii: [b'0'; 17],
-            len: 0,
-            exp10,
+impl Shortest {
+    /// Reads `ryu`'s text for a finite, positive float: `DDD.DDD`, `0.000DDD` or `DDD.0` in fixed
+    /// notation, `D.DDDeX` or `DeX` (`X` may have a `-`) otherwise.
+    fn read(text: &str) -> Shortest {
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((text, ""));
+        let (negative, magnitude) = match exponent.strip_prefix('-') {
+            Some(magnitude) => (true, magnitude),
+            None => (false, exponent),
         };
-        for &b in text[..e_at].iter().filter(|b| b.is_ascii_digit()) {
-            *digits.ascii.get_mut(digits.len)? = b;
-            digits.len += 1;
+        let magnitude = magnitude
+            .bytes()
+            .filter(u8::is_ascii_digit)
+            .fold(0i32, |acc, b| acc * 10 + i32::from(b - b'0'));
+        let int_digits = mantissa.find('.').unwrap_or(mantissa.len());
+        let mut shortest = Shortest {
+            ascii: [b'0'; 24],
+            len: 0,
+            decpt: i32::try_from(int_digits).unwrap_or(0)
+                + if negative { -magnitude } else { magnitude },
+        };
+        for b in mantissa.bytes().filter(u8::is_ascii_digit) {
+            if b == b'0' && shortest.len == 0 {
+                // A leading zero: `0.001` is `0.1 × 10^-2`.
+                shortest.decpt -= 1;
+            } else if let Some(slot) = shortest.ascii.get_mut(shortest.len) {
+                *slot = b;
+                shortest.len += 1;
+            }
         }
-        if digits.len == 0 {
-            return None;
+        while let [.., b'0'] = shortest.digits() {
+            shortest.len -= 1;
         }
-        digits.break_tie_to_even(f);
-        Some(digits)
+        shortest
     }
 
+    /// The significant digits, in ASCII.
     fn digits(&self) -> &[u8] {
         &self.ascii[..self.len]
     }
-
-    /// Rust rounds a tie between two shortest candidates up; Python takes the even one. A tie
-    /// needs an odd last digit here, `f` exactly half-way to a neighbour, and the neighbour to
-    /// read back as `f` (not always so next to a power of two, where the gaps differ).
-    fn break_tie_to_even(&mut self, f: f64) {
-        let Some(&last) = self.digits().last() else {
-            return;
-        };
-        // b'0' is even, so the ASCII byte's parity is the digit's.
-        if last & 1 == 0 {
-            return;
-        }
-        let mut d: u64 = 0;
-        for &b in self.digits() {
-            d = d * 10 + u64::from(b - b'0');
-        }
-        let Ok(count) = i32::try_from(self.len) else {
-            return;
-        };
-        let q = self.exp10 - (count - 1);
-        // A neighbour ending in 0 would be a shorter representation, which `{:e}` would have
-        // found had it read back; so only `last ± 1` within 1..=9 can be candidates.
-        for (neighbour, new_last) in [(d - 1, last - 1), (d + 1, last + 1)] {
-            if new_last == b'0' || new_last > b'9' {
-                continue;
-            }
-            if is_half_way(f, d + neighbour, q) && format!("{neighbour}e{q}").parse() == Ok(f) {
-                self.ascii[self.len - 1] = new_last;
-                return;
-            }
-        }
-    }
 }
 
-/// Whether the finite, positive `f` equals `k/2 × 10^q` exactly, for odd `k`.
-///
-/// With `f = m × 2^e`, that is `m × 2^(e+1) = k × 5^q × 2^q`; both sides split into an odd part
-/// and a power of two, which must match separately.
-fn is_half_way(f: f64, k: u64, q: i32) -> bool {
-    let bits = f.to_bits();
-    let biased = i64::try_from((bits >> 52) & 0x7FF).unwrap_or(0);
-    let fraction = bits & ((1 << 52) - 1);
-    let (m, e) = if biased == 0 {
-        (fraction, -1074)
-    } else {
-        (fraction | (1 << 52), biased - 1075)
-    };
-    if m == 0 {
-        return false;
-    }
-    let zeros = m.trailing_zeros();
-    if e + 1 + i64::from(zeros) != i64::from(q) {
-        return false;
-    }
-    let m_odd = u128::from(m >> zeros);
-    let Some(five) = 5u128.checked_pow(q.unsigned_abs()) else {
-        return false;
-    };
-    let (lhs, rhs) = if q >= 0 {
-        (Some(m_odd), u128::from(k).checked_mul(five))
-    } else {
-        (m_odd.checked_mul(five), Some(u128::from(k)))
-    };
-    matches!((lhs, rhs), (Some(a), Some(b)) if a == b)
-}
-
-/// A small fixed buffer to format a float into without allocating.
-#[derive(Default)]
-struct StackBuf {
-    buf: [u8; 32],
-    len: usize,
-}
-
-impl StackBuf {
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl fmt::Write for StackBuf {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len + s.len();
-        let slot = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
-        slot.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
+#[cfg(test)]
+mod oracle;
 
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
     use super::super::{dumps, PyValue};
-    use super::write_float;
+    use super::{oracle, write_float};
+    use proptest::prelude::*;
 
     /// CPython's `json.dumps(x)` for 2,000 doubles given by their bits; the header says how they
     /// were drawn.
-    const CPYTHON_REPRS: &str = include_str!("float_repr_cpython.txt");
+    const CPYTHON_REPRS: &str = include_str!("float_repr/cpython.txt");
 
     /// Checks every `bits text` line of `table` against [`write_float`]; returns how many.
     fn assert_matches_table(table: &str) -> usize {
@@ -291,6 +222,41 @@ mod tests {
                     "{expected} reads back exactly"
                 );
             }
+        }
+    }
+
+    /// What the writer before `ryu` printed for `f`.
+    fn old_repr(f: f64) -> String {
+        let mut out = String::new();
+        oracle::write_float(&mut out, f);
+        out
+    }
+
+    /// What [`write_float`] prints for `f`.
+    fn new_repr(f: f64) -> String {
+        let mut out = String::new();
+        write_float(&mut out, f);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Any bit pattern: normal, subnormal, zero, infinite or NaN, either sign.
+        #[test]
+        fn same_as_the_old_writer_for_any_bits(bits in any::<u64>()) {
+            let f = f64::from_bits(bits);
+            prop_assert_eq!(new_repr(f), old_repr(f), "bits {:016x}", bits);
+        }
+
+        /// `N + 0.25` and `N + 0.75` in `[2^49, 2^51)`: exact ties between two shortest
+        /// candidates, which must go to the even digit.
+        #[test]
+        fn same_as_the_old_writer_on_ties(n in (1u64 << 49)..(1u64 << 51), up: bool) {
+            // Exact: below 2^53 every integer is an f64, and the quarters fit in these binades.
+            let f = n as f64 + if up { 0.75 } else { 0.25 };
+            prop_assert_eq!(new_repr(f), old_repr(f), "{:?}", f);
+            prop_assert_eq!(new_repr(-f), old_repr(-f), "{:?}", -f);
         }
     }
 }

@@ -6,9 +6,11 @@
 //! Why this is hand-written: no crate reproduces Python's `json.dumps`. `serde_json` writes
 //! `1e16` and `1e-7` where Python writes `1e+16` and `1e-07`; it emits raw UTF-8 where
 //! `ensure_ascii` escapes; it has no `NaN`/`Infinity` tokens, which Python reads and writes; it
-//! has other separators and no arbitrary-size ints. What we reuse is Rust's shortest round-trip
-//! float formatting (`{:e}`); we lay the digits out Python's way and break exact ties between two
-//! shortest candidates to the even digit, as Python's `repr` does and Rust does not.
+//! has other separators and no arbitrary-size ints; and its objects (sorted maps, as this crate
+//! builds it) keep neither a `dict`'s insertion order nor its handling of a repeated key (the last
+//! value, at the first key's position). What we reuse is `ryu`'s shortest round-trip digits,
+//! which are the digits Python's `repr` picks, exact ties to the even digit included (Rust's own
+//! `{:e}` rounds those up); we lay them out Python's way.
 //!
 //! What [`parse`] mirrors from `json.loads` (CPython 3.11, strict mode):
 //! - whitespace is only space, tab, LF and CR; anything after the value is an error;
