@@ -48,8 +48,12 @@ pub struct Config {
     pub store: StoreUrl,
     /// Directory for the embedded queue, the SQLite store and keys. Defaults to `./geoprov-data`.
     pub data_dir: PathBuf,
-    /// HTTP listen address. Defaults to `127.0.0.1:8700`.
+    /// HTTP listen address, resolved: the first address `--listen` names is bound. Defaults to
+    /// `127.0.0.1:8700`.
     pub listen: SocketAddr,
+    /// Every address `--listen` resolved to (a host name may name several); each must pass
+    /// [`Config::check_listen_is_safe`].
+    pub listen_addrs: Vec<SocketAddr>,
     /// Bearer token required by the HTTP API, if any.
     pub token: Option<Secret>,
     /// Broker options beyond the URL (queue, Celery mode, TLS files, result backend).
@@ -96,6 +100,35 @@ pub fn queue_db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("queue.db")
 }
 
+/// Creates the directory `dir` if it is missing, but only `dir` itself: its parent must exist
+/// (no `mkdir -p` of a mistyped path). Returns whether it was created.
+///
+/// # Errors
+///
+/// A one-line reason naming `dir` (and its missing parent) for the user.
+pub fn ensure_dir(dir: &Path) -> Result<bool, String> {
+    if dir.is_dir() {
+        return Ok(false);
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        if !parent.is_dir() {
+            return Err(format!(
+                "cannot create {}: its parent {} does not exist (geoprov creates only the last \
+                 directory; create the parent first, or pick another --data-dir)",
+                dir.display(),
+                parent.display()
+            ));
+        }
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        // Another process created it meanwhile.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
+        Err(e) => Err(format!("cannot create {}: {e}", dir.display())),
+    }
+}
+
 /// The log signing key file of a data dir (the default `--log-key`):
 /// `<data dir>/log-signing.key`.
 pub fn default_key_path(data_dir: &Path) -> PathBuf {
@@ -125,11 +158,8 @@ impl Config {
             None => StoreUrl::Sqlite(store_db_path(&data_dir)),
         };
         let listen_text = listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen: SocketAddr = listen_text.parse().map_err(|_| {
-            ConfigError(format!(
-                "--listen '{listen_text}' is not an address like 127.0.0.1:8700"
-            ))
-        })?;
+        let listen_addrs = resolve_listen(&listen_text)?;
+        let listen = listen_addrs[0];
         let token = match token {
             Some(t) if t.trim().is_empty() => {
                 return Err(ConfigError(
@@ -144,6 +174,7 @@ impl Config {
             store,
             data_dir,
             listen,
+            listen_addrs,
             token,
             broker_settings: BrokerSettings::default(),
             log_key: None,
@@ -161,14 +192,44 @@ impl Config {
 
     /// Refuse to serve HTTP on a non-loopback address without a token (guarantee 6).
     pub fn check_listen_is_safe(&self) -> Result<(), ConfigError> {
-        if !self.listen.ip().is_loopback() && self.token.is_none() {
+        if self.token.is_some() {
+            return Ok(());
+        }
+        if let Some(open) = self.listen_addrs.iter().find(|a| !a.ip().is_loopback()) {
             return Err(ConfigError(format!(
-                "refusing to listen on {} without a token: set --token (or GEOPROV_TOKEN), or listen on 127.0.0.1",
-                self.listen
+                "refusing to listen on {open} without a token: set --token (or GEOPROV_TOKEN), \
+                 or listen on 127.0.0.1"
             )));
         }
         Ok(())
     }
+}
+
+/// The addresses `--listen` names: `host:port` with an IP address or a host name (resolved
+/// now; IPv4 first, so that `localhost:8700` binds 127.0.0.1 as most clients expect).
+fn resolve_listen(text: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    use std::net::ToSocketAddrs as _;
+    let bad = |why: String| {
+        ConfigError(format!(
+            "--listen '{text}' {why}; use host:port, e.g. 127.0.0.1:8700 or localhost:8700"
+        ))
+    };
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    if !text.contains(':') {
+        return Err(bad("has no port".into()));
+    }
+    let mut addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| bad(format!("does not resolve ({e})")))?
+        .collect();
+    addrs.sort_by_key(|a| a.is_ipv6());
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(bad("resolves to no address".into()));
+    }
+    Ok(addrs)
 }
 
 /// Parse a duration: plain seconds (`30`, `0.5`) or humantime (`30s`, `250ms`, `5m`).
@@ -268,6 +329,10 @@ mod tests {
         .unwrap();
         assert!(c.check_listen_is_safe().is_ok());
         assert!(Config::new(Some("kafka://x".into()), None, None, None, None).is_err());
+        let c = Config::new(None, None, None, Some("localhost:8700".into()), None).unwrap();
+        assert!(c.listen.ip().is_loopback() && c.listen.port() == 8700);
+        assert!(c.check_listen_is_safe().is_ok());
+        assert!(Config::new(None, None, None, Some("8700".into()), None).is_err());
         assert!(Config::new(None, Some("mysql://x".into()), None, None, None).is_err());
     }
 }

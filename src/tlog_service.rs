@@ -146,7 +146,7 @@ pub fn write_key_file(path: &Path, signer: &Signer, force: bool) -> Result<(), L
         LogServiceError::Key(format!("cannot {what} {}: {e}", path.display()))
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| fail("create the directory of", e))?;
+        crate::config::ensure_dir(parent).map_err(LogServiceError::Key)?;
     }
     if path.exists() {
         if !force {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use futures::FutureExt;
 
-use super::{open_store, CliError};
+use super::{open_store_to_read, CliError};
 use crate::config::Config;
 use crate::export::{export_prov, ExportFilter};
 
@@ -42,7 +42,7 @@ pub async fn run(config: &Config, args: ExportArgs) -> Result<ExitCode, CliError
     } = args.format;
     let filter = ExportFilter::parse(dataset.as_deref(), since.as_deref(), until.as_deref(), "--")
         .map_err(CliError::Usage)?;
-    let store = open_store(config).await?;
+    let store = open_store_to_read(config).await?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(

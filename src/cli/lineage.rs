@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use uuid::Uuid;
 
-use super::{open_store, CliError};
+use super::{open_store_to_read, CliError};
 use crate::config::Config;
 use crate::lineage::WalkLimits;
 use crate::store::Direction;
@@ -49,7 +49,7 @@ pub async fn run(config: &Config, args: LineageArgs) -> Result<ExitCode, CliErro
     } else {
         Direction::Upstream
     };
-    let store = open_store(config).await?;
+    let store = open_store_to_read(config).await?;
     let graph = crate::lineage::walk(
         store.as_ref(),
         root,

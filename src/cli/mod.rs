@@ -22,8 +22,8 @@ mod worker;
 
 use self::args::{BrokerArgs, GlobalArgs, HttpArgs, KeyArgs, LogFormat, WorkerArgs};
 use self::wiring::{
-    open_broker, open_broker_until, open_store, open_store_for_workers, retry_transient,
-    run_until_stopped, spawn_workers, start_checkpointer,
+    ensure_data_dir, open_broker, open_broker_until, open_store, open_store_for_workers,
+    open_store_to_read, retry_transient, run_until_stopped, spawn_workers, start_checkpointer,
 };
 
 use std::path::PathBuf;
@@ -148,6 +148,9 @@ impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Config(_) => CliError::Usage(e.to_string()),
+            StoreError::Schema(ref why) if why.contains("geoprov migrate") => {
+                CliError::Failed(e.to_string())
+            }
             StoreError::Schema(_) => CliError::Failed(format!("{e} (run `geoprov migrate`?)")),
             _ => CliError::Failed(e.to_string()),
         }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{open_store, CliError};
+use super::{open_store_to_read, CliError};
 use crate::config::Config;
 use crate::event::EventId;
 use crate::tlog_service::{consistency_proof, inclusion_proof, LogServiceError};
@@ -31,7 +31,7 @@ fn failed(e: LogServiceError) -> CliError {
 
 /// Print the proof.
 pub async fn run(config: &Config, args: ProveArgs) -> Result<ExitCode, CliError> {
-    let store = open_store(config).await?;
+    let store = open_store_to_read(config).await?;
     let json = match (&args.consistency, &args.event_id) {
         (Some(sizes), _) => {
             let [old, new] = sizes.as_slice() else {

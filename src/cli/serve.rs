@@ -40,7 +40,24 @@ pub struct ServeArgs {
 pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError> {
     config.check_listen_is_safe()?;
     let metrics = crate::metrics::install();
-    // First of all, so that SIGTERM while waiting for the broker is a clean stop.
+    // The port first: a second `serve` on the same port fails before touching anything.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                " (another process listens there: stop it, or pick another address with \
+                 --listen, e.g. --listen 127.0.0.1:8701)"
+            } else {
+                ""
+            };
+            CliError::Failed(format!("cannot listen on {}: {e}{hint}", config.listen))
+        })?;
+    // The bound address: with port 0 in --listen, the port the system chose.
+    let listening = listener
+        .local_addr()
+        .map_err(|e| CliError::Failed(format!("cannot read the bound address: {e}")))?;
+    super::ensure_data_dir(config)?;
+    // Before waiting for anything, so that SIGTERM while waiting for the broker is a clean stop.
     let (trigger, shutdown) = crate::shutdown::on_os_signal();
     let Some(broker) = super::open_broker_until(config, Some(&shutdown)).await? else {
         tracing::info!(message = "Stopped before the broker was reachable.");
@@ -69,13 +86,6 @@ pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError>
         );
     }
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", config.listen)))?;
-    // The bound address: with port 0 in --listen, the port the system chose.
-    let listening = listener
-        .local_addr()
-        .map_err(|e| CliError::Failed(format!("cannot read the bound address: {e}")))?;
     let mut workers = if args.no_workers {
         tokio::task::JoinSet::new()
     } else {

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::{open_store, read_input, CliError};
+use super::{open_store_to_read, read_input, CliError};
 use crate::config::Config;
 use crate::tlog::Verifier;
 use crate::tlog_service::{load_signer, parse_verifier, verify_proof};
@@ -73,7 +73,7 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode, CliError
         })?),
         None => None,
     };
-    let store = open_store(config).await?;
+    let store = open_store_to_read(config).await?;
     let options = VerifyOptions {
         verifier,
         external_checkpoint: external,

@@ -27,6 +27,9 @@ pub(super) async fn open_broker_until(
     config: &Config,
     stop: Option<&Shutdown>,
 ) -> Result<Option<Arc<dyn Broker>>, CliError> {
+    if config.broker == crate::url::BrokerUrl::Embedded {
+        ensure_data_dir(config)?;
+    }
     let options = broker_options(config);
     retry_transient("Broker unavailable at start-up; retrying.", stop, || {
         broker::open(&config.broker, &options)
@@ -117,12 +120,7 @@ pub(super) async fn open_store_with(
     options: &store::OpenOptions,
 ) -> Result<Arc<dyn Store>, CliError> {
     if matches!(config.store, crate::url::StoreUrl::Sqlite(_)) {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            CliError::Failed(format!(
-                "cannot create data dir {}: {e}",
-                config.data_dir.display()
-            ))
-        })?;
+        ensure_data_dir(config)?;
     }
     Ok(store::open_with(&config.store, options).await?)
 }
@@ -288,4 +286,31 @@ pub(super) fn start_checkpointer(
     let (stop, stopped) = crate::shutdown::channel();
     let task = tokio::spawn(checkpointer.run(stopped));
     Ok(Some(CheckpointerHandle { stop, task }))
+}
+
+/// Creates the data dir if it is missing (only it: its parent must exist), for the commands
+/// that write into it.
+pub(super) fn ensure_data_dir(config: &Config) -> Result<(), CliError> {
+    let created = config::ensure_dir(&config.data_dir).map_err(CliError::Usage)?;
+    if created {
+        tracing::info!(message = "Created the data dir.", path = %config.data_dir.display());
+    }
+    Ok(())
+}
+
+/// Opens the configured store for a command that only reads: never creates anything. A SQLite
+/// file that does not exist is an error naming the path looked at and how to point elsewhere.
+pub(super) async fn open_store_to_read(config: &Config) -> Result<Arc<dyn Store>, CliError> {
+    if let crate::url::StoreUrl::Sqlite(path) = &config.store {
+        if !path.is_file() {
+            return Err(CliError::Failed(format!(
+                "no store at {}: nothing has been stored with this data dir ({}, relative to \
+                 the working directory); point at the right one with --data-dir, --store or \
+                 GEOPROV_DATA_DIR",
+                path.display(),
+                config.data_dir.display()
+            )));
+        }
+    }
+    Ok(store::open(&config.store).await?)
 }

@@ -116,6 +116,11 @@ pub trait Store: Send + Sync {
     /// are exactly the ones the payloads in the log name, no more and no fewer.
     async fn edges(&self, cursor: u64, limit: usize) -> Result<EdgePage, StoreError>;
 
+    /// Whether any stored event names `dataset` (as its `dataset_uuid`, an input or an output),
+    /// so that a walk from a dataset no event mentions can be told apart from a walk from a
+    /// source dataset (both reach nothing).
+    async fn mentions_dataset(&self, dataset: Uuid) -> Result<bool, StoreError>;
+
     /// The transparency log kept beside the rows (leaf hashes, frontier, checkpoints), when
     /// this backend keeps one. Defaults to `None`; use [`transparency_log`] to get it or the
     /// standard "not available" error.

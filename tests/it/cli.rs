@@ -133,7 +133,11 @@ fn sigterm_while_waiting_for_the_broker_exits_zero() {
             .args([command, "--data-dir"])
             .arg(dir.path())
             .args(["--broker", &format!("redis://127.0.0.1:{port}/0")])
-            .args(["--listen", &listen])
+            .args(if command == "serve" {
+                vec!["--listen", &listen]
+            } else {
+                vec![]
+            })
             .env("GEOPROV_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

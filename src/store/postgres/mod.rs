@@ -344,6 +344,10 @@ impl Store for PostgresStore {
         self.read_edges(cursor, limit).await
     }
 
+    async fn mentions_dataset(&self, dataset: Uuid) -> Result<bool, StoreError> {
+        self.read_mentions(dataset).await
+    }
+
     fn transparency_log(&self) -> Option<&dyn TransparencyLog> {
         Some(self)
     }

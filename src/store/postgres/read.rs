@@ -262,4 +262,23 @@ impl PostgresStore {
         page.next = (to < size).then(|| u64::try_from(to).unwrap_or(u64::MAX));
         Ok(page)
     }
+
+    /// `Store::mentions_dataset`: through the GIN indexes on `outputs` (which hold the
+    /// `dataset_uuid` of every logged event) and `inputs`.
+    pub(super) async fn read_mentions(&self, dataset: Uuid) -> Result<bool, StoreError> {
+        let client = self.ready_client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM lineage_events WHERE outputs @> ARRAY[$1::uuid]) \
+                     OR EXISTS (SELECT 1 FROM lineage_events WHERE inputs @> ARRAY[$1::uuid])",
+            )
+            .await
+            .map_err(classify)?;
+        client
+            .query_one(&stmt, &[&dataset])
+            .await
+            .map_err(classify)?
+            .try_get(0)
+            .map_err(classify)
+    }
 }

@@ -185,6 +185,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn mentions_dataset(&self, dataset: Uuid) -> Result<bool, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || inner.read(|conn| read::mentions_dataset(conn, dataset))).await
+    }
+
     /// Pages through `lineage_edges` by rowid; the cursor is the last rowid read.
     async fn edges(&self, cursor: u64, limit: usize) -> Result<EdgePage, StoreError> {
         let inner = Arc::clone(&self.inner);
@@ -335,12 +340,8 @@ impl Inner {
             )));
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Config(format!(
-                    "cannot create the directory {} for the SQLite store: {e}",
-                    parent.display()
-                ))
-            })?;
+            crate::config::ensure_dir(parent)
+                .map_err(|why| StoreError::Config(format!("SQLite store: {why}")))?;
         }
         let writer = open_connection(&path, Role::Writer)?;
         Ok(Inner {

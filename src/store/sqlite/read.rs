@@ -326,3 +326,17 @@ pub(super) fn neighbours(
     tx.commit().map_err(classify)?;
     Ok(edges)
 }
+
+/// `Store::mentions_dataset`: an edge from or to it (indexed), or else an event of which it is
+/// the `dataset_uuid` (a scan that stops at the first match; only a dataset no edge names, a
+/// source or an unknown one, gets that far).
+pub(super) fn mentions_dataset(conn: &Connection, dataset: Uuid) -> Result<bool, StoreError> {
+    let text = dataset.hyphenated().to_string();
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM lineage_edges WHERE to_uuid = ?1) \
+             OR EXISTS (SELECT 1 FROM lineage_edges WHERE from_uuid = ?1) \
+             OR EXISTS (SELECT 1 FROM lineage_events WHERE dataset_uuid = ?1)",
+    )
+    .and_then(|mut stmt| stmt.query_row([&text], |row| row.get(0)))
+    .map_err(classify)
+}
