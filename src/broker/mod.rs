@@ -10,7 +10,6 @@
 //! run time through [`open`].
 
 pub mod amqp;
-mod amqp_common;
 pub mod embedded;
 pub mod redis;
 pub mod results;
@@ -256,6 +255,7 @@ impl TlsFiles {
 }
 
 /// A client certificate and its private key, as read from [`TlsFiles`] (PEM bytes).
+#[derive(Clone)]
 pub(crate) struct ClientIdentity {
     /// The certificate.
     pub(crate) cert: Vec<u8>,
@@ -327,6 +327,6 @@ pub async fn open(
         BrokerUrl::Redis(_) => Ok(Arc::new(
             redis::RedisStreamsBroker::open(url, options).await?,
         )),
-        BrokerUrl::Amqp(url) => Ok(Arc::new(amqp::AmqpBroker::open(url, options).await?)),
+        BrokerUrl::Amqp(_) => Ok(Arc::new(amqp::AmqpBroker::open(url, options).await?)),
     }
 }
