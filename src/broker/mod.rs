@@ -176,6 +176,20 @@ pub trait DeadLetterQueue: Send + Sync {
     async fn count(&self) -> Result<u64, BrokerError>;
 }
 
+/// Event `n` of a slice, parsed as the payload of a Celery task message (the Celery producers
+/// publish what a Python client's `.delay(payload)` would).
+pub(crate) fn celery_payload(
+    n: usize,
+    body: &[u8],
+) -> Result<crate::event::python_json::PyValue, BrokerError> {
+    crate::event::python_json::parse(body).map_err(|e| {
+        BrokerError::Protocol(format!(
+            "event {n} of the slice is not JSON, cannot wrap it in a Celery message: {}",
+            e.reason()
+        ))
+    })
+}
+
 /// Options every consumer honours.
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {

@@ -15,8 +15,7 @@ use super::connection::{map_err, Link};
 use super::fields::{json_to_table, table_to_json};
 use super::passive_declare;
 use super::producer::Prepared;
-use crate::broker::{BrokerError, MessageProperties};
-use crate::event::python_json;
+use crate::broker::{celery_payload, BrokerError, MessageProperties};
 
 /// Celery's queue: passively; created the way Celery would only if it does not exist.
 pub(super) async fn declare_celery_queue(link: &Link, queue: &str) -> Result<(), BrokerError> {
@@ -24,36 +23,25 @@ pub(super) async fn declare_celery_queue(link: &Link, queue: &str) -> Result<(),
         return Ok(());
     }
     let ch = link.scratch_channel().await?;
-    ch.exchange_declare(
-        queue,
-        ExchangeKind::Direct,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .map_err(map_err)?;
-    ch.queue_declare(
-        queue,
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .map_err(map_err)?;
-    ch.queue_bind(
-        queue,
-        queue,
-        queue,
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .map_err(map_err)?;
+    let exchange = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let no_arguments = FieldTable::default;
+    ch.exchange_declare(queue, ExchangeKind::Direct, exchange, no_arguments())
+        .await
+        .map_err(map_err)?;
+    ch.queue_declare(queue, durable, no_arguments())
+        .await
+        .map_err(map_err)?;
+    let binding = QueueBindOptions::default();
+    ch.queue_bind(queue, queue, queue, binding, no_arguments())
+        .await
+        .map_err(map_err)?;
     let _ = ch.close(200, "declared").await;
     tracing::info!(
         message = "Declared the Celery queue as Celery would (it did not exist).",
@@ -64,12 +52,7 @@ pub(super) async fn declare_celery_queue(link: &Link, queue: &str) -> Result<(),
 
 /// Event `n` of a slice as the Celery task message for `task`, persistent, priority 0.
 pub(super) fn task_message(n: usize, body: &[u8], task: &str) -> Result<Prepared, BrokerError> {
-    let payload = python_json::parse(body).map_err(|e| {
-        BrokerError::Protocol(format!(
-            "event {n} of the slice is not JSON, cannot wrap it in a Celery message: {}",
-            e.reason()
-        ))
-    })?;
+    let payload = celery_payload(n, body)?;
     let task_id = uuid::Uuid::new_v4().to_string();
     let msg = crate::celery::build_amqp_message(&payload, task, &task_id);
     Ok(Prepared {

@@ -257,26 +257,20 @@ mod tests {
 
     #[test]
     fn tls_files_need_amqps_and_come_in_pairs() {
-        let files = TlsFiles {
+        let plain = url("amqp://guest:guest@127.0.0.1:5672/%2f");
+        let ca_only = TlsFiles {
             ca: Some("/nonexistent/ca.pem".into()),
             ..TlsFiles::default()
         };
-        assert!(matches!(
-            Endpoint::new(&url("amqp://guest:guest@127.0.0.1:5672/%2f"), &files),
-            Err(BrokerError::Config(_))
-        ));
         let half = TlsFiles {
             cert: Some("/dev/null".into()),
             ..TlsFiles::default()
         };
-        assert!(matches!(
-            Endpoint::new(&url("amqps://127.0.0.1:5671/%2f"), &half),
-            Err(BrokerError::Config(_))
-        ));
-        assert!(Endpoint::new(
-            &url("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            &TlsFiles::default()
-        )
-        .is_ok());
+        let tls = url("amqps://127.0.0.1:5671/%2f");
+        for (url, files) in [(&plain, &ca_only), (&tls, &half)] {
+            let endpoint = Endpoint::new(url, files);
+            assert!(matches!(endpoint, Err(BrokerError::Config(_))), "{url}");
+        }
+        assert!(Endpoint::new(&plain, &TlsFiles::default()).is_ok());
     }
 }

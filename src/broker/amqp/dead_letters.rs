@@ -69,6 +69,17 @@ fn to_fetched(d: lapin::message::Delivery) -> Fetched {
     }
 }
 
+/// Give back every dead letter `ch` holds (`basic.nack` multiple, requeue: they keep their
+/// places) and close it. Best effort: closing the channel requeues them too.
+async fn requeue_and_close(ch: &Channel) {
+    let requeue = BasicNackOptions {
+        multiple: true,
+        requeue: true,
+    };
+    let _ = ch.basic_nack(0, requeue).await;
+    let _ = ch.close(200, "done").await;
+}
+
 impl AmqpDeadLetters {
     /// Up to `limit` dead letters, held unacked on `ch`.
     async fn fetch(&self, ch: &Channel, limit: usize) -> Result<Vec<Fetched>, BrokerError> {
@@ -135,16 +146,7 @@ impl AmqpDeadLetters {
         }
         .await;
         // Requeue what was not chosen (closing the channel would too).
-        let _ = ch
-            .basic_nack(
-                0,
-                BasicNackOptions {
-                    multiple: true,
-                    requeue: true,
-                },
-            )
-            .await;
-        let _ = ch.close(200, "done").await;
+        requeue_and_close(&ch).await;
         result.map(|()| moved)
     }
 }
@@ -154,16 +156,7 @@ impl DeadLetterQueue for AmqpDeadLetters {
     async fn list(&self, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
         let ch = self.link.scratch_channel().await?;
         let fetched = self.fetch(&ch, limit.max(1)).await;
-        let _ = ch
-            .basic_nack(
-                0,
-                BasicNackOptions {
-                    multiple: true,
-                    requeue: true,
-                },
-            )
-            .await;
-        let _ = ch.close(200, "listed").await;
+        requeue_and_close(&ch).await;
         Ok(fetched?.into_iter().map(|f| f.letter).collect())
     }
 

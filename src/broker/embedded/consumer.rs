@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use tokio::time::Instant;
 
 use super::schema::{DEAD_LETTER, DELETE_BODY, DELETE_MESSAGE, LEASE, SELECT_BODY, SET_VISIBLE_AT};
-use super::{duration_ms, message_id, message_ids, now_ms, Shared};
+use super::{duration_ms, in_transaction, message_id, message_ids, now_ms, Durability, Shared};
 use crate::broker::{BrokerError, Consumer, ConsumerOptions, Delivery, DeliveryTag};
 
 /// The first pause of an idle `receive` between two polls of the file.
@@ -57,39 +57,41 @@ impl EmbeddedConsumer {
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         let visibility_ms = self.visibility_ms;
         self.shared
-            .run_relaxed("receive", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let now = now_ms();
-                let mut leased = {
-                    let mut lease = tx.prepare_cached(LEASE)?;
-                    let rows = lease.query_map(
-                        params![now.saturating_add(visibility_ms), now, limit],
-                        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
-                    )?;
-                    rows.collect::<Result<Vec<_>, _>>()?
-                };
-                // RETURNING yields rows in no particular order.
-                leased.sort_unstable_by_key(|(id, _)| *id);
-                let mut deliveries = Vec::with_capacity(leased.len());
-                {
-                    let mut select_body = tx.prepare_cached(SELECT_BODY)?;
-                    for (id, attempts) in leased {
-                        // A missing body (a hand-edited file) is delivered empty: the worker
-                        // dead-letters it instead of the queue failing on it forever.
-                        let body: Option<Vec<u8>> = select_body
-                            .query_row(params![id], |row| row.get(0))
-                            .optional()?;
-                        deliveries.push(Delivery {
-                            tag: DeliveryTag::Int(u64::try_from(id).unwrap_or(0)),
-                            body: body.map(Bytes::from).unwrap_or_default(),
-                            attempt: u32::try_from(attempts.max(1)).unwrap_or(u32::MAX),
-                            properties: None,
-                        });
+            .run(
+                "receive",
+                Durability::Relaxed,
+                in_transaction(move |tx| {
+                    let now = now_ms();
+                    let mut leased = {
+                        let mut lease = tx.prepare_cached(LEASE)?;
+                        let rows = lease.query_map(
+                            params![now.saturating_add(visibility_ms), now, limit],
+                            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+                        )?;
+                        rows.collect::<Result<Vec<_>, _>>()?
+                    };
+                    // RETURNING yields rows in no particular order.
+                    leased.sort_unstable_by_key(|(id, _)| *id);
+                    let mut deliveries = Vec::with_capacity(leased.len());
+                    {
+                        let mut select_body = tx.prepare_cached(SELECT_BODY)?;
+                        for (id, attempts) in leased {
+                            // A missing body (a hand-edited file) is delivered empty: the worker
+                            // dead-letters it instead of the queue failing on it forever.
+                            let body: Option<Vec<u8>> = select_body
+                                .query_row(params![id], |row| row.get(0))
+                                .optional()?;
+                            deliveries.push(Delivery {
+                                tag: DeliveryTag::Int(u64::try_from(id).unwrap_or(0)),
+                                body: body.map(Bytes::from).unwrap_or_default(),
+                                attempt: u32::try_from(attempts.max(1)).unwrap_or(u32::MAX),
+                                properties: None,
+                            });
+                        }
                     }
-                }
-                tx.commit()?;
-                Ok(deliveries)
-            })
+                    Ok(deliveries)
+                }),
+            )
             .await
     }
 
@@ -105,17 +107,20 @@ impl EmbeddedConsumer {
             return Ok(());
         }
         self.shared
-            .run_relaxed(operation, move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let visible_at = now_ms().saturating_add(delay_ms);
-                {
-                    let mut update = tx.prepare_cached(SET_VISIBLE_AT)?;
-                    for id in &ids {
-                        update.execute(params![id, visible_at])?;
+            .run(
+                operation,
+                Durability::Relaxed,
+                in_transaction(move |tx| {
+                    let visible_at = now_ms().saturating_add(delay_ms);
+                    {
+                        let mut update = tx.prepare_cached(SET_VISIBLE_AT)?;
+                        for id in &ids {
+                            update.execute(params![id, visible_at])?;
+                        }
                     }
-                }
-                tx.commit()
-            })
+                    Ok(())
+                }),
+            )
             .await
     }
 }
@@ -166,18 +171,21 @@ impl Consumer for EmbeddedConsumer {
             return Ok(());
         }
         self.shared
-            .run_relaxed("ack", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                {
-                    let mut delete = tx.prepare_cached(DELETE_MESSAGE)?;
-                    let mut delete_body = tx.prepare_cached(DELETE_BODY)?;
-                    for id in &ids {
-                        delete.execute(params![id])?;
-                        delete_body.execute(params![id])?;
+            .run(
+                "ack",
+                Durability::Relaxed,
+                in_transaction(move |tx| {
+                    {
+                        let mut delete = tx.prepare_cached(DELETE_MESSAGE)?;
+                        let mut delete_body = tx.prepare_cached(DELETE_BODY)?;
+                        for id in &ids {
+                            delete.execute(params![id])?;
+                            delete_body.execute(params![id])?;
+                        }
                     }
-                }
-                tx.commit()
-            })
+                    Ok(())
+                }),
+            )
             .await
     }
 
@@ -207,21 +215,24 @@ impl Consumer for EmbeddedConsumer {
             .map(|(delivery, reason)| Ok((message_id(&delivery.tag)?, reason.clone())))
             .collect::<Result<Vec<_>, BrokerError>>()?;
         self.shared
-            .run("dead_letter", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let now = now_ms();
-                {
-                    let mut copy = tx.prepare_cached(DEAD_LETTER)?;
-                    let mut delete = tx.prepare_cached(DELETE_MESSAGE)?;
-                    let mut delete_body = tx.prepare_cached(DELETE_BODY)?;
-                    for (id, reason) in &items {
-                        copy.execute(params![id, reason, now])?;
-                        delete.execute(params![id])?;
-                        delete_body.execute(params![id])?;
+            .run(
+                "dead_letter",
+                Durability::Synced,
+                in_transaction(move |tx| {
+                    let now = now_ms();
+                    {
+                        let mut copy = tx.prepare_cached(DEAD_LETTER)?;
+                        let mut delete = tx.prepare_cached(DELETE_MESSAGE)?;
+                        let mut delete_body = tx.prepare_cached(DELETE_BODY)?;
+                        for (id, reason) in &items {
+                            copy.execute(params![id, reason, now])?;
+                            delete.execute(params![id])?;
+                            delete_body.execute(params![id])?;
+                        }
                     }
-                }
-                tx.commit()
-            })
+                    Ok(())
+                }),
+            )
             .await
     }
 }

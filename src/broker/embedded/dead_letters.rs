@@ -9,10 +9,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 
 use super::schema::{DELETE_DEAD_LETTER, INSERT_BODY, INSERT_MESSAGE};
-use super::{count_from_sql, debug_path, now_ms, Shared};
+use super::{count_from_sql, debug_path, in_transaction, now_ms, Durability, Shared};
 use crate::broker::{BrokerError, DeadLetter, DeadLetterQueue};
 
 /// Lists, replays and purges the dead letters of an [`EmbeddedBroker`]'s file. Ids are the
@@ -39,7 +39,7 @@ impl DeadLetterQueue for EmbeddedDeadLetters {
     async fn list(&self, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.shared
-            .run("dlq list", move |conn| {
+            .run("dlq list", Durability::Synced, move |conn| {
                 let mut select = conn.prepare_cached(
                     "SELECT id, body, reason, attempts, dead_lettered_at FROM dead_letters \
                      ORDER BY id LIMIT ?1",
@@ -65,37 +65,39 @@ impl DeadLetterQueue for EmbeddedDeadLetters {
         let ids = ids.map(dead_letter_ids).transpose()?;
         let replayed = self
             .shared
-            .run("dlq replay", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let now = now_ms();
-                let chosen: Vec<i64> = match ids {
-                    Some(ids) => ids,
-                    None => {
-                        let mut all = tx.prepare("SELECT id FROM dead_letters ORDER BY id")?;
-                        let rows = all.query_map([], |row| row.get(0))?;
-                        rows.collect::<Result<_, _>>()?
+            .run(
+                "dlq replay",
+                Durability::Synced,
+                in_transaction(move |tx| {
+                    let now = now_ms();
+                    let chosen: Vec<i64> = match ids {
+                        Some(ids) => ids,
+                        None => {
+                            let mut all = tx.prepare("SELECT id FROM dead_letters ORDER BY id")?;
+                            let rows = all.query_map([], |row| row.get(0))?;
+                            rows.collect::<Result<_, _>>()?
+                        }
+                    };
+                    let mut moved: u64 = 0;
+                    {
+                        let mut select =
+                            tx.prepare_cached("SELECT body FROM dead_letters WHERE id = ?1")?;
+                        let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
+                        let mut insert_body = tx.prepare_cached(INSERT_BODY)?;
+                        let mut delete = tx.prepare_cached(DELETE_DEAD_LETTER)?;
+                        for id in chosen {
+                            let body: Option<Vec<u8>> =
+                                select.query_row(params![id], |row| row.get(0)).optional()?;
+                            let Some(body) = body else { continue };
+                            insert.execute(params![now])?;
+                            insert_body.execute(params![tx.last_insert_rowid(), body])?;
+                            delete.execute(params![id])?;
+                            moved += 1;
+                        }
                     }
-                };
-                let mut moved: u64 = 0;
-                {
-                    let mut select =
-                        tx.prepare_cached("SELECT body FROM dead_letters WHERE id = ?1")?;
-                    let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
-                    let mut insert_body = tx.prepare_cached(INSERT_BODY)?;
-                    let mut delete = tx.prepare_cached(DELETE_DEAD_LETTER)?;
-                    for id in chosen {
-                        let body: Option<Vec<u8>> =
-                            select.query_row(params![id], |row| row.get(0)).optional()?;
-                        let Some(body) = body else { continue };
-                        insert.execute(params![now])?;
-                        insert_body.execute(params![tx.last_insert_rowid(), body])?;
-                        delete.execute(params![id])?;
-                        moved += 1;
-                    }
-                }
-                tx.commit()?;
-                Ok(moved)
-            })
+                    Ok(moved)
+                }),
+            )
             .await?;
         if replayed > 0 {
             self.shared.wakeup.notify_waiters();
@@ -106,28 +108,30 @@ impl DeadLetterQueue for EmbeddedDeadLetters {
     async fn purge(&self, ids: Option<&[String]>) -> Result<u64, BrokerError> {
         let ids = ids.map(dead_letter_ids).transpose()?;
         self.shared
-            .run("dlq purge", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let purged = match &ids {
-                    None => tx.execute("DELETE FROM dead_letters", [])?,
-                    Some(ids) => {
-                        let mut purged = 0;
-                        let mut delete = tx.prepare_cached(DELETE_DEAD_LETTER)?;
-                        for id in ids {
-                            purged += delete.execute(params![id])?;
+            .run(
+                "dlq purge",
+                Durability::Synced,
+                in_transaction(move |tx| {
+                    let purged = match &ids {
+                        None => tx.execute("DELETE FROM dead_letters", [])?,
+                        Some(ids) => {
+                            let mut purged = 0;
+                            let mut delete = tx.prepare_cached(DELETE_DEAD_LETTER)?;
+                            for id in ids {
+                                purged += delete.execute(params![id])?;
+                            }
+                            purged
                         }
-                        purged
-                    }
-                };
-                tx.commit()?;
-                Ok(u64::try_from(purged).unwrap_or(u64::MAX))
-            })
+                    };
+                    Ok(u64::try_from(purged).unwrap_or(u64::MAX))
+                }),
+            )
             .await
     }
 
     async fn count(&self) -> Result<u64, BrokerError> {
         self.shared
-            .run("dlq count", |conn| {
+            .run("dlq count", Durability::Synced, |conn| {
                 conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |row| row.get(0))
                     .map(count_from_sql)
             })

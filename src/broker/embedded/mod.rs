@@ -93,7 +93,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, Transaction, TransactionBehavior};
 use tokio::sync::Notify;
 
 use super::{
@@ -186,7 +186,7 @@ impl EmbeddedBroker {
     /// How many messages the file holds, ready and in flight.
     pub async fn message_count(&self) -> Result<u64, BrokerError> {
         self.shared
-            .run("depth", |conn| {
+            .run("depth", Durability::Synced, |conn| {
                 conn.query_row("SELECT COUNT(*) FROM messages", [], |row| row.get(0))
                     .map(count_from_sql)
             })
@@ -233,21 +233,24 @@ impl Producer for EmbeddedProducer {
         }
         let bodies = bodies.to_vec();
         self.shared
-            .run("enqueue", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                // Taken once the write lock is held, so that across processes `visible_at`
-                // grows with the id as long as the clock does.
-                let now = now_ms();
-                {
-                    let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
-                    let mut insert_body = tx.prepare_cached(INSERT_BODY)?;
-                    for body in &bodies {
-                        insert.execute(params![now])?;
-                        insert_body.execute(params![tx.last_insert_rowid(), body.as_ref()])?;
+            .run(
+                "enqueue",
+                Durability::Synced,
+                in_transaction(move |tx| {
+                    // Taken once the write lock is held, so that across processes `visible_at`
+                    // grows with the id as long as the clock does.
+                    let now = now_ms();
+                    {
+                        let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
+                        let mut insert_body = tx.prepare_cached(INSERT_BODY)?;
+                        for body in &bodies {
+                            insert.execute(params![now])?;
+                            insert_body.execute(params![tx.last_insert_rowid(), body.as_ref()])?;
+                        }
                     }
-                }
-                tx.commit()
-            })
+                    Ok(())
+                }),
+            )
             .await?;
         self.shared.wakeup.notify_waiters();
         Ok(())
@@ -279,30 +282,9 @@ struct ConnectionState {
 }
 
 impl Shared {
-    /// Run `work` on the connection in the blocking pool, durably (see [`Durability`]), and
-    /// classify its error.
-    async fn run<T, F>(self: &Arc<Self>, operation: &'static str, work: F) -> Result<T, BrokerError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        self.run_with(operation, Durability::Synced, work).await
-    }
-
-    /// [`Shared::run`] for writes that may be undone by a power cut ([`Durability::Relaxed`]).
-    async fn run_relaxed<T, F>(
-        self: &Arc<Self>,
-        operation: &'static str,
-        work: F,
-    ) -> Result<T, BrokerError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        self.run_with(operation, Durability::Relaxed, work).await
-    }
-
-    async fn run_with<T, F>(
+    /// Run `work` on the connection in the blocking pool, with `durability` for what it commits
+    /// (see [`Durability`]; reads pass [`Durability::Synced`]), and classify its error.
+    async fn run<T, F>(
         self: &Arc<Self>,
         operation: &'static str,
         durability: Durability,
@@ -335,6 +317,19 @@ impl Shared {
         .map_err(|e| {
             BrokerError::Protocol(format!("embedded queue: {operation} task failed: {e}"))
         })?
+    }
+}
+
+/// `work` in one `BEGIN IMMEDIATE` transaction (the write lock taken first), committed when it
+/// succeeds: for [`Shared::run`].
+fn in_transaction<T>(
+    work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+) -> impl FnOnce(&mut Connection) -> rusqlite::Result<T> {
+    move |conn| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done = work(&tx)?;
+        tx.commit()?;
+        Ok(done)
     }
 }
 

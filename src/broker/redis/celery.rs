@@ -79,10 +79,9 @@ use super::dead_letters::{dead_letter_pipe, RedisDeadLetters, ReplayTarget};
 use super::unacked::{Push, UnackedRestorer};
 use super::{map_err, now_secs, tag_texts, value_bytes, value_text};
 use crate::broker::{
-    Broker, BrokerError, BrokerOptions, Consumer, ConsumerOptions, DeadLetterQueue, Delivery,
-    DeliveryTag, Producer,
+    celery_payload, Broker, BrokerError, BrokerOptions, Consumer, ConsumerOptions, DeadLetterQueue,
+    Delivery, DeliveryTag, Producer,
 };
-use crate::event::python_json;
 use crate::url::BrokerUrl;
 
 /// Default queue name, as Celery's.
@@ -286,26 +285,24 @@ pub struct RedisCeleryProducer {
 #[async_trait]
 impl Producer for RedisCeleryProducer {
     async fn enqueue(&self, bodies: &[Bytes]) -> Result<(), BrokerError> {
-        if bodies.is_empty() {
-            return Ok(());
-        }
-        let mut envelopes = Vec::with_capacity(bodies.len());
-        for (n, body) in bodies.iter().enumerate() {
-            let payload = python_json::parse(body).map_err(|e| {
-                BrokerError::Protocol(format!(
-                    "event {n} of the slice is not JSON, cannot wrap it in a Celery message: {}",
-                    e.reason()
+        let envelopes = bodies
+            .iter()
+            .enumerate()
+            .map(|(n, body)| {
+                let payload = celery_payload(n, body)?;
+                let task_id = uuid::Uuid::new_v4().to_string();
+                let tag = uuid::Uuid::new_v4().to_string();
+                Ok(crate::celery::build_redis_envelope(
+                    &payload,
+                    &self.task,
+                    &self.queue,
+                    &task_id,
+                    &tag,
                 ))
-            })?;
-            let task_id = uuid::Uuid::new_v4().to_string();
-            let tag = uuid::Uuid::new_v4().to_string();
-            envelopes.push(crate::celery::build_redis_envelope(
-                &payload,
-                &self.task,
-                &self.queue,
-                &task_id,
-                &tag,
-            ));
+            })
+            .collect::<Result<Vec<_>, BrokerError>>()?;
+        if envelopes.is_empty() {
+            return Ok(());
         }
         let mut conn = self.conn.clone();
         redis::cmd("LPUSH")
