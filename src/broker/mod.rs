@@ -4,17 +4,14 @@
 //! Not for: decoding payloads (see `event`), or deciding retry vs dead letter (see `worker`).
 //!
 //! Backends: [`embedded::EmbeddedBroker`] (an on-disk queue under the data dir),
-//! [`redis_streams::RedisStreamsBroker`] (native Redis Streams),
-//! [`redis_celery::RedisCeleryBroker`] (Celery/kombu lists on Redis) and
+//! [`redis::RedisStreamsBroker`] (native Redis Streams),
+//! [`redis::RedisCeleryBroker`] (Celery/kombu lists on Redis) and
 //! [`amqp::AmqpBroker`] (RabbitMQ, native or Celery). The URL and [`BrokerOptions`] pick one at
 //! run time through [`open`].
 
 pub mod amqp;
-mod amqp_common;
 pub mod embedded;
-pub mod redis_celery;
-mod redis_common;
-pub mod redis_streams;
+pub mod redis;
 pub mod results;
 
 pub use results::ResultBackend;
@@ -179,6 +176,20 @@ pub trait DeadLetterQueue: Send + Sync {
     async fn count(&self) -> Result<u64, BrokerError>;
 }
 
+/// Event `n` of a slice, parsed as the payload of a Celery task message (the Celery producers
+/// publish what a Python client's `.delay(payload)` would).
+pub(crate) fn celery_payload(
+    n: usize,
+    body: &[u8],
+) -> Result<crate::event::python_json::PyValue, BrokerError> {
+    crate::event::python_json::parse(body).map_err(|e| {
+        BrokerError::Protocol(format!(
+            "event {n} of the slice is not JSON, cannot wrap it in a Celery message: {}",
+            e.reason()
+        ))
+    })
+}
+
 /// Options every consumer honours.
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
@@ -225,6 +236,55 @@ pub struct TlsFiles {
     pub cert: Option<std::path::PathBuf>,
     /// Client private key (mutual TLS); needs `cert` too.
     pub key: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    /// True when no file is given (a `rediss://` or `amqps://` URL then trusts the webpki roots).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+
+    /// The CA file's bytes, if one is given.
+    pub(crate) fn read_ca(&self) -> Result<Option<Vec<u8>>, BrokerError> {
+        self.ca
+            .as_deref()
+            .map(|path| read_tls_file(path, "CA file"))
+            .transpose()
+    }
+
+    /// The client certificate's and key's bytes, if given. One without the other is a
+    /// configuration error.
+    pub(crate) fn read_identity(&self) -> Result<Option<ClientIdentity>, BrokerError> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Ok(Some(ClientIdentity {
+                cert: read_tls_file(cert, "client certificate")?,
+                key: read_tls_file(key, "client key")?,
+            })),
+            (None, None) => Ok(None),
+            _ => Err(BrokerError::Config(
+                "--tls-cert and --tls-key go together: give both or neither".into(),
+            )),
+        }
+    }
+}
+
+/// A client certificate and its private key, as read from [`TlsFiles`] (PEM bytes).
+#[derive(Clone)]
+pub(crate) struct ClientIdentity {
+    /// The certificate.
+    pub(crate) cert: Vec<u8>,
+    /// Its private key.
+    pub(crate) key: Vec<u8>,
+}
+
+/// Read one TLS file; a file that cannot be read is a configuration error.
+fn read_tls_file(path: &std::path::Path, what: &str) -> Result<Vec<u8>, BrokerError> {
+    std::fs::read(path).map_err(|e| {
+        BrokerError::Config(format!(
+            "cannot read the TLS {what} {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// Everything [`open`] needs besides the URL.
@@ -275,12 +335,12 @@ pub async fn open(
                 embedded::EmbeddedBroker::open(&options.embedded_queue).await?,
             ))
         }
-        BrokerUrl::Redis(url) if options.celery => Ok(Arc::new(
-            redis_celery::RedisCeleryBroker::open(url, options).await?,
+        BrokerUrl::Redis(_) if options.celery => Ok(Arc::new(
+            redis::RedisCeleryBroker::open(url, options).await?,
         )),
-        BrokerUrl::Redis(url) => Ok(Arc::new(
-            redis_streams::RedisStreamsBroker::open(url, options).await?,
+        BrokerUrl::Redis(_) => Ok(Arc::new(
+            redis::RedisStreamsBroker::open(url, options).await?,
         )),
-        BrokerUrl::Amqp(url) => Ok(Arc::new(amqp::AmqpBroker::open(url, options).await?)),
+        BrokerUrl::Amqp(_) => Ok(Arc::new(amqp::AmqpBroker::open(url, options).await?)),
     }
 }

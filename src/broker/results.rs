@@ -1,6 +1,6 @@
 //! Task results: an optional hook the worker calls after a batch is committed, so that a
 //! Celery caller's `AsyncResult.get()` sees `SUCCESS:<event_id>` (see
-//! [`super::redis_celery::RedisCeleryResults`]). The task id comes from the decoder
+//! [`super::redis::RedisCeleryResults`]). The task id comes from the decoder
 //! ([`crate::celery::TaskRef`]), so nothing is decoded twice. The trait sits with the brokers,
 //! which implement it, so that the worker depends on the broker module and never the reverse.
 //!

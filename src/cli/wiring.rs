@@ -163,7 +163,7 @@ pub(super) async fn spawn_workers(
         Some(url) => {
             let tls = broker_options(config).tls;
             Some(Arc::new(
-                broker::redis_celery::RedisCeleryResults::open(url, &tls).await?,
+                broker::redis::RedisCeleryResults::open(url, &tls).await?,
             ))
         }
         None => None,

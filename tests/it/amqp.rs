@@ -1,9 +1,9 @@
 //! RabbitMQ against a real server (`GEOPROV_TEST_AMQP`, default
-//! `amqp://guest:guest@127.0.0.1:5672/%2f`), native and Celery mode, and against the real Python
-//! Celery client: acks, publisher confirms, dead letters with their reason headers, redelivery
-//! after a dropped connection, delays, 5,000 `.delay()` calls, a SIGKILLed worker, poison and
-//! foreign messages, results for `AsyncResult.get()`, `countdown`, and `amqps://` with a private
-//! CA and a client certificate on a RabbitMQ node the test starts itself.
+//! `amqp://guest:guest@127.0.0.1:5672/%2f`): the `Broker` contract (the shared suite) in native
+//! and Celery mode; publisher confirms, dead letters' headers; against the real Python Celery
+//! client 5,000 `.delay()` calls, a SIGKILLed worker, poison and foreign messages, results for
+//! `AsyncResult.get()`, `countdown`; `amqps://` with a private CA and a client certificate, and a
+//! restart, on a RabbitMQ node the test starts itself.
 //!
 //! Every test uses its own queue names and deletes its queues and exchanges when it ends.
 
@@ -21,12 +21,11 @@ use lapin::types::AMQPValue;
 use lapin::{Connection, ConnectionProperties};
 
 use super::redis_support::{
-    python, redis_url, required, stored_ids, unique, CeleryEnv, WorkerProc,
+    interrupt_mid_stream, make_certs, python, reachable, redis_url, required, stored_ids, stores,
+    unique, CeleryEnv, WorkerProc,
 };
 use super::support::{free_port, valid_events, wait_until};
-
-/// The `db_uri` the Python client passes: a password that must never reach a log.
-const SECRET_DB_URI: &str = "postgresql://lineage:Sup3rS3cret-pw@db.invalid:5432/lineage";
+use crate::broker_suite::{broker_suite, celery, Backend, Lapse, Traits, Wire};
 
 /// Run a future on a runtime of its own, on a thread of its own (usable from sync tests, async
 /// tests and `Drop`).
@@ -68,14 +67,7 @@ fn amqp_url() -> Option<String> {
         }
     })
     .unwrap_or(false);
-    if ok {
-        return Some(url);
-    }
-    if required() {
-        panic!("no RabbitMQ server at {url} (GEOPROV_REQUIRE_SERVICES=1)");
-    }
-    eprintln!("skipped: no server at {url}");
-    None
+    reachable("RabbitMQ", url, ok)
 }
 
 /// Deletes a test's queues and exchanges when dropped.
@@ -143,6 +135,16 @@ async fn open(url: &str, queue: &str, celery: bool) -> Arc<dyn Broker> {
         .expect("open amqp broker")
 }
 
+/// A native queue of the test's own on the RabbitMQ server (URL, queue name, cleanup guard and
+/// a broker on it), or `None` after printing why the test is skipped.
+async fn native_queue(name: &str) -> Option<(String, String, AmqpCleanup, Arc<dyn Broker>)> {
+    let url = amqp_url()?;
+    let queue = unique(name);
+    let cleanup = AmqpCleanup::new(&url, &queue, false);
+    let broker = open(&url, &queue, false).await;
+    Some((url, queue, cleanup, broker))
+}
+
 fn consumer_options(name: &str, prefetch: u16) -> ConsumerOptions {
     ConsumerOptions {
         name: unique(name),
@@ -155,62 +157,56 @@ fn bodies(n: usize, tag: &str) -> Vec<Bytes> {
     valid_events(n, tag).into_iter().map(Bytes::from).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn native_roundtrip_acks_with_multiple_and_single_tags() {
-    let Some(url) = amqp_url() else { return };
-    let queue = unique("rt");
-    let _cleanup = AmqpCleanup::new(&url, &queue, false);
-    let broker = open(&url, &queue, false).await;
-    let sent = bodies(6, "rt");
-    crate::support::enqueue(broker.as_ref(), &sent).await;
-    assert_eq!(broker.depth().await.unwrap(), Some(6), "confirmed = queued");
-    let mut consumer = broker.consumer(consumer_options("c", 10)).await.unwrap();
-    let mut got = Vec::new();
-    while got.len() < 6 {
-        let more = consumer.receive(10, Duration::from_secs(2)).await.unwrap();
-        assert!(!more.is_empty(), "all 6 arrive");
-        got.extend(more);
-    }
-    assert_eq!(
-        got.iter().map(|d| d.body.clone()).collect::<Vec<_>>(),
-        sent,
-        "FIFO, bytes unchanged"
-    );
-    assert!(got.iter().all(|d| d.attempt == 1 && d.properties.is_none()));
-    let tags: Vec<_> = got.iter().map(|d| d.tag.clone()).collect();
-    // A run below every held tag (one `multiple` ack), then a gap (single acks).
-    consumer.ack(&tags[..2]).await.unwrap();
-    consumer
-        .ack(&[tags[3].clone(), tags[5].clone()])
-        .await
-        .unwrap();
-    consumer
-        .ack(&[tags[2].clone(), tags[4].clone()])
-        .await
-        .unwrap();
-    // Acking twice is harmless (the tag is no longer held).
-    consumer.ack(&tags[..1]).await.unwrap();
-    drop(consumer);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        broker.depth().await.unwrap(),
-        Some(0),
-        "every message acked"
-    );
-    let mut again = broker.consumer(consumer_options("d", 10)).await.unwrap();
-    assert!(again
-        .receive(10, Duration::from_millis(500))
-        .await
-        .unwrap()
-        .is_empty());
+/// A RabbitMQ queue of the test's own (native, or Celery's), deleted at the end, for the shared
+/// suite.
+async fn backend(celery: bool) -> Option<Backend> {
+    let url = amqp_url()?;
+    let queue = unique("suite");
+    let cleanup = AmqpCleanup::new(&url, &queue, celery);
+    Some(Backend {
+        url: url.parse().unwrap(),
+        options: BrokerOptions {
+            queue: Some(queue),
+            celery,
+            ..BrokerOptions::default()
+        },
+        wire: if celery { Wire::Celery } else { Wire::Native },
+        traits: Traits {
+            opaque_bodies: !celery,
+            // Deliveries are pushed ahead (prefetch), not pulled by `receive`.
+            pull: false,
+            // `depth` is the ready messages of the main and delay queues.
+            depth_counts_in_flight: false,
+            // No leases in AMQP: a held delivery comes back when its channel closes.
+            lapse: Lapse::ChannelClose,
+            drop_returns_at_once: true,
+            // The visibility timeout is unused by AMQP; it paces the extend test.
+            ..Traits::strict(
+                Duration::from_secs(1),
+                Duration::from_secs(8),
+                &uuid::Uuid::new_v4().to_string(),
+            )
+        },
+        _cleanup: Box::new(cleanup),
+    })
 }
+
+async fn native_backend() -> Option<Backend> {
+    backend(false).await
+}
+
+async fn celery_backend() -> Option<Backend> {
+    backend(true).await
+}
+
+broker_suite!(conformance, super::native_backend);
+broker_suite!(celery_conformance, super::celery_backend);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_confirms_fail_when_the_queue_is_gone() {
-    let Some(url) = amqp_url() else { return };
-    let queue = unique("confirm");
-    let cleanup = AmqpCleanup::new(&url, &queue, false);
-    let broker = open(&url, &queue, false).await;
+    let Some((url, queue, cleanup, broker)) = native_queue("confirm").await else {
+        return;
+    };
     let producer = broker.producer().await.unwrap();
     producer.enqueue(&bodies(500, "confirm")).await.unwrap();
     assert_eq!(broker.depth().await.unwrap(), Some(500));
@@ -227,25 +223,22 @@ async fn publisher_confirms_fail_when_the_queue_is_gone() {
     drop(cleanup);
 }
 
+/// What a dead letter is on the wire: the original body, the reason and geoprov's bookkeeping in
+/// headers, persistent (listing, replay and purge are checked by the shared suite).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters_carry_reason_headers_and_can_be_listed_replayed_and_purged() {
-    let Some(url) = amqp_url() else { return };
-    let queue = unique("dlq");
-    let _cleanup = AmqpCleanup::new(&url, &queue, false);
-    let broker = open(&url, &queue, false).await;
-    let sent = bodies(3, "dlq");
+async fn dead_letters_carry_reason_headers() {
+    let Some((url, queue, _cleanup, broker)) = native_queue("dlq").await else {
+        return;
+    };
+    let sent = bodies(1, "dlq");
     crate::support::enqueue(broker.as_ref(), &sent).await;
     let mut consumer = broker.consumer(consumer_options("c", 10)).await.unwrap();
-    let mut got = Vec::new();
-    while got.len() < 3 {
-        got.extend(consumer.receive(10, Duration::from_secs(2)).await.unwrap());
-    }
-    let items: Vec<_> = got
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.clone(), format!("reason number {i}")))
-        .collect();
-    consumer.dead_letter(&items).await.unwrap();
+    let got = consumer.receive(10, Duration::from_secs(2)).await.unwrap();
+    let reason = "reason number 0".to_owned();
+    consumer
+        .dead_letter(&[(got[0].clone(), reason)])
+        .await
+        .unwrap();
     assert_eq!(broker.depth().await.unwrap(), Some(0));
 
     // The raw message: original body, reason and bookkeeping in headers.
@@ -283,131 +276,6 @@ async fn dead_letters_carry_reason_headers_and_can_be_listed_replayed_and_purged
     .await
     .unwrap();
     let _ = conn.close(200, "done").await;
-
-    let dlq = broker.dead_letters().await.unwrap();
-    assert_eq!(dlq.count().await.unwrap(), 3);
-    let letters = dlq.list(10).await.unwrap();
-    assert_eq!(letters.len(), 3);
-    assert_eq!(
-        letters
-            .iter()
-            .map(|l| l.reason.as_str())
-            .collect::<Vec<_>>(),
-        ["reason number 0", "reason number 1", "reason number 2"],
-        "listing keeps the order"
-    );
-    assert_eq!(letters[1].body, sent[1]);
-    assert_eq!(dlq.count().await.unwrap(), 3, "listing takes nothing");
-
-    // Replay one by id: back on the queue with a fresh budget, the others stay.
-    let id = letters[1].id.clone();
-    assert_eq!(dlq.replay(Some(&[id])).await.unwrap(), 1);
-    assert_eq!(dlq.count().await.unwrap(), 2);
-    let back = consumer.receive(10, Duration::from_secs(2)).await.unwrap();
-    assert_eq!(back.len(), 1);
-    assert_eq!(back[0].body, sent[1]);
-    assert_eq!(back[0].attempt, 1, "replay resets the attempts");
-    consumer.ack(&[back[0].tag.clone()]).await.unwrap();
-
-    // Purge one by id, then all.
-    let left = dlq.list(10).await.unwrap();
-    assert_eq!(dlq.purge(Some(&[left[0].id.clone()])).await.unwrap(), 1);
-    let left_after = dlq.list(10).await.unwrap();
-    assert_eq!(left_after.len(), 1);
-    assert_eq!(left_after[0].id, left[1].id);
-    assert_eq!(dlq.purge(None).await.unwrap(), 1);
-    assert_eq!(dlq.count().await.unwrap(), 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unacked_deliveries_come_back_when_the_consumer_connection_drops() {
-    let Some(url) = amqp_url() else { return };
-    let queue = unique("redeliver");
-    let _cleanup = AmqpCleanup::new(&url, &queue, false);
-    let broker = open(&url, &queue, false).await;
-    let sent = bodies(3, "redeliver");
-    crate::support::enqueue(broker.as_ref(), &sent).await;
-    let mut first = broker.consumer(consumer_options("a", 10)).await.unwrap();
-    let mut got = Vec::new();
-    while got.len() < 3 {
-        got.extend(first.receive(10, Duration::from_secs(2)).await.unwrap());
-    }
-    // Prefetch keeps them with this consumer: another one gets nothing meanwhile.
-    let mut second = broker.consumer(consumer_options("b", 10)).await.unwrap();
-    assert!(second
-        .receive(10, Duration::from_millis(300))
-        .await
-        .unwrap()
-        .is_empty());
-    // Holding across a long "outage" is fine: extend is a no-op and nothing moves.
-    let tags: Vec<_> = got.iter().map(|d| d.tag.clone()).collect();
-    first.extend(&tags).await.unwrap();
-    drop(first); // the connection closes without an ack
-    let mut again = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while again.len() < 3 && Instant::now() < deadline {
-        again.extend(
-            second
-                .receive(10, Duration::from_millis(500))
-                .await
-                .unwrap(),
-        );
-    }
-    assert_eq!(
-        again.iter().map(|d| d.body.clone()).collect::<Vec<_>>(),
-        sent
-    );
-    assert!(again.iter().all(|d| d.attempt == 2), "redelivered counts");
-    let tags: Vec<_> = again.iter().map(|d| d.tag.clone()).collect();
-    second.ack(&tags).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_later_republishes_after_the_delay_with_one_more_attempt() {
-    let Some(url) = amqp_url() else { return };
-    let queue = unique("retry");
-    let _cleanup = AmqpCleanup::new(&url, &queue, false);
-    let broker = open(&url, &queue, false).await;
-    let sent = bodies(1, "retry");
-    crate::support::enqueue(broker.as_ref(), &sent).await;
-    let mut consumer = broker.consumer(consumer_options("c", 10)).await.unwrap();
-    let got = consumer.receive(10, Duration::from_secs(2)).await.unwrap();
-    assert_eq!(got.len(), 1);
-    let started = Instant::now();
-    consumer
-        .retry_later(&[got[0].tag.clone()], Duration::from_millis(1500))
-        .await
-        .unwrap();
-    assert_eq!(
-        broker.depth().await.unwrap(),
-        Some(1),
-        "waiting in the delay queue"
-    );
-    assert!(consumer
-        .receive(10, Duration::from_millis(800))
-        .await
-        .unwrap()
-        .is_empty());
-    let mut back = Vec::new();
-    while back.is_empty() && started.elapsed() < Duration::from_secs(10) {
-        back = consumer
-            .receive(10, Duration::from_millis(500))
-            .await
-            .unwrap();
-    }
-    assert!(started.elapsed() >= Duration::from_millis(1500));
-    assert_eq!(back.len(), 1);
-    assert_eq!(back[0].body, sent[0]);
-    assert_eq!(back[0].attempt, 2);
-    // No delay: straight back to the queue.
-    consumer
-        .retry_later(&[back[0].tag.clone()], Duration::ZERO)
-        .await
-        .unwrap();
-    let third = consumer.receive(10, Duration::from_secs(2)).await.unwrap();
-    assert_eq!(third.len(), 1);
-    assert_eq!(third[0].attempt, 3);
-    consumer.ack(&[third[0].tag.clone()]).await.unwrap();
 }
 
 /// The reference Celery app on this RabbitMQ, with a queue of its own.
@@ -424,27 +292,13 @@ fn celery_env(url: &str, name: &str) -> (CeleryEnv, AmqpCleanup) {
     (env, cleanup)
 }
 
-fn start_worker(env: &CeleryEnv, data: &Path, extra: &[&str]) -> WorkerProc {
-    let mut args: Vec<String> = vec![
-        "--broker".into(),
-        env.broker.clone(),
-        "--celery".into(),
-        "--queue".into(),
-        env.queue.clone(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    WorkerProc::start(data, &refs)
-}
-
-fn assert_same_ids(data: &Path, expected: &[String], log: &str) {
-    let stored = stored_ids(data);
-    let set: HashSet<&String> = stored.iter().collect();
-    assert_eq!(stored.len(), set.len(), "no duplicate rows");
-    let want: HashSet<&String> = expected.iter().collect();
-    assert_eq!(want.len(), expected.len(), "Python made distinct payloads");
-    assert_eq!(set.len(), want.len(), "row count; log:\n{log}");
-    assert!(set == want, "stored event ids are the ones Python computes");
+/// The RabbitMQ server, the Python with Celery, and a Celery queue of the test's own (with its
+/// cleanup guard), or `None` after printing why the test is skipped.
+fn python_celery(name: &str) -> Option<(String, PathBuf, CeleryEnv, AmqpCleanup)> {
+    let url = amqp_url()?;
+    let py = python()?;
+    let (env, cleanup) = celery_env(&url, name);
+    Some((url, py, env, cleanup))
 }
 
 /// What `rabbitmqctl` says about the queues whose names contain `queue` and about every
@@ -507,119 +361,58 @@ fn ready(url: &str, queue: &str) -> u32 {
 
 #[test]
 fn python_celery_client_5000_delay_calls_over_rabbitmq_are_stored_with_python_event_ids() {
-    let Some(url) = amqp_url() else { return };
-    let Some(py) = python() else { return };
-    let (env, _cleanup) = celery_env(&url, "py5k");
-    let ids = env.tool(&py, &["publish", "5000", "py5k", SECRET_DB_URI]);
-    assert_eq!(ids.len(), 5000);
-    assert_eq!(
-        ready(&url, &env.queue),
-        5000,
-        "Celery declared and filled its queue"
-    );
-    let data = tempfile::tempdir().unwrap();
-    let mut worker = start_worker(&env, data.path(), &["--concurrency", "2"]);
-    let done = wait_until(Duration::from_secs(120), || {
-        stored_ids(data.path()).len() >= 5000
+    let Some((url, py, env, _cleanup)) = python_celery("py5k") else {
+        return;
+    };
+    celery::delay_calls_are_stored_with_python_event_ids(&env, &py, 5000, || {
+        assert_eq!(
+            ready(&url, &env.queue),
+            5000,
+            "Celery declared and filled its queue"
+        );
     });
-    let log = worker.log_text();
-    assert!(done, "not all stored; log:\n{log}");
-    assert_eq!(worker.terminate(), Some(0));
-    assert_same_ids(data.path(), &ids, &log);
-    let log = worker.log_text();
-    assert!(
-        !log.contains("Sup3rS3cret"),
-        "the db_uri password must never be logged"
-    );
     assert_eq!(ready(&url, &env.queue), 0);
     assert_eq!(ready(&url, &format!("geoprov.{}.dead", env.queue)), 0);
 }
 
 #[test]
 fn celery_worker_killed_mid_stream_then_restarted_stores_every_event_once_over_rabbitmq() {
-    let Some(url) = amqp_url() else { return };
-    let Some(py) = python() else { return };
-    let (env, _cleanup) = celery_env(&url, "crash");
-    let ids = env.tool(&py, &["publish", "3000", "crash", SECRET_DB_URI]);
-    let data = tempfile::tempdir().unwrap();
-    let mut first = start_worker(
+    let Some((url, py, env, _cleanup)) = python_celery("crash") else {
+        return;
+    };
+    celery::killed_worker_then_restarted_stores_every_event_once(
         &env,
-        data.path(),
-        &["--rate-limit", "1500/s", "--batch-size", "200"],
+        &py,
+        "",
+        || ready(&url, &env.queue) == 0,
+        || {
+            format!(
+                "{} ready in the queue; rabbitmqctl:\n{}",
+                ready(&url, &env.queue),
+                rabbitmq_state(&env.queue)
+            )
+        },
     );
-    assert!(
-        wait_until(Duration::from_secs(60), || stored_ids(data.path()).len()
-            >= 600),
-        "no progress:\n{}",
-        first.log_text()
-    );
-    first.kill9();
-    let at_kill = stored_ids(data.path()).len();
-    assert!(at_kill < 3000, "killed mid-stream");
-    let mut second = start_worker(&env, data.path(), &[]);
-    let done = wait_until(Duration::from_secs(90), || {
-        stored_ids(data.path()).len() >= 3000
-    });
-    let log = second.log_text();
-    assert!(
-        done,
-        "not all stored after restart ({} stored, {} ready in the queue); rabbitmqctl:\n{}\nlog:\n{log}",
-        stored_ids(data.path()).len(),
-        ready(&url, &env.queue),
-        rabbitmq_state(&env.queue)
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || ready(&url, &env.queue) == 0),
-        "everything acknowledged"
-    );
-    assert_eq!(second.terminate(), Some(0));
-    assert_same_ids(data.path(), &ids, &log);
-    eprintln!("crash: {at_kill} stored before the SIGKILL, 3000 after the restart");
 }
 
 #[test]
 fn poison_and_foreign_messages_over_rabbitmq_become_dead_letters_with_reasons() {
-    let Some(url) = amqp_url() else { return };
-    let Some(py) = python() else { return };
-    let (env, _cleanup) = celery_env(&url, "poison");
-    let ids = env.tool(&py, &["poison", "poison", SECRET_DB_URI]);
-    assert_eq!(ids.len(), 3);
-    let data = tempfile::tempdir().unwrap();
-    let mut worker = start_worker(&env, data.path(), &[]);
+    let Some((url, py, env, _cleanup)) = python_celery("poison") else {
+        return;
+    };
     let dead = format!("geoprov.{}.dead", env.queue);
-    let done = wait_until(Duration::from_secs(30), || {
-        stored_ids(data.path()).len() >= 3 && ready(&url, &dead) >= 5
-    });
-    let log = worker.log_text();
-    assert!(done, "log:\n{log}");
-    assert_eq!(worker.terminate(), Some(0));
-    assert_same_ids(data.path(), &ids, &log);
-    let broker_url = url.clone();
-    let queue = env.queue.clone();
-    let letters = block_on(async move {
-        let broker = open(&broker_url, &queue, true).await;
-        broker
-            .dead_letters()
-            .await
-            .unwrap()
-            .list(100)
-            .await
-            .unwrap()
-    })
-    .expect("list dead letters");
-    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
-    assert_eq!(letters.len(), 5, "{reasons:?}");
-    for needle in [
-        "unknown task 'other_app.tasks.resize'",
-        "application/x-python-serialize",
-        "expired",
-        "protocol v1",
-    ] {
-        assert!(
-            reasons.iter().any(|r| r.contains(needle)),
-            "no dead letter says {needle:?}: {reasons:?}"
-        );
-    }
+    let options = BrokerOptions {
+        queue: Some(env.queue.clone()),
+        celery: true,
+        ..BrokerOptions::default()
+    };
+    let letters = celery::poison_and_foreign_messages_become_dead_letters(
+        &env,
+        &py,
+        || u64::from(ready(&url, &dead)),
+        &options,
+        &[],
+    );
     let malformed = letters
         .iter()
         .find(|l| l.body.as_ref() == b"{this is not json")
@@ -629,69 +422,29 @@ fn poison_and_foreign_messages_over_rabbitmq_become_dead_letters_with_reasons() 
         "{}",
         malformed.reason
     );
-    assert!(!log.contains("Sup3rS3cret"));
-    assert!(
-        !reasons.iter().any(|r| r.contains("Sup3rS3cret")),
-        "{reasons:?}"
-    );
 }
 
 #[test]
 fn results_of_rabbitmq_tasks_reach_python_async_result_get_through_redis() {
-    let Some(url) = amqp_url() else { return };
+    let Some((_url, py, mut env, _cleanup)) = python_celery("res") else {
+        return;
+    };
     let Some(redis) = redis_url() else { return };
-    let Some(py) = python() else { return };
-    let (mut env, _cleanup) = celery_env(&url, "res");
     env.result_backend = Some(redis.clone());
-    let data = tempfile::tempdir().unwrap();
-    let mut worker = start_worker(&env, data.path(), &["--result-backend", redis.as_str()]);
-    let lines = env.tool(&py, &["results", "3", "res", SECRET_DB_URI]);
-    assert_eq!(lines.len(), 3, "{}", worker.log_text());
-    let mut conn = redis::Client::open(redis.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    for line in &lines {
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(parts.len(), 3, "{line}");
-        assert_eq!(parts[1], format!("SUCCESS:{}", parts[0]));
-        let _: () = redis::cmd("DEL")
-            .arg(format!("celery-task-meta-{}", parts[2]))
-            .query(&mut conn)
-            .unwrap();
-    }
-    assert_eq!(worker.terminate(), Some(0));
+    celery::results_reach_python_async_result_get(&env, &py, &redis);
 }
 
 #[test]
 fn countdown_tasks_over_rabbitmq_are_not_stored_before_their_eta() {
-    let Some(url) = amqp_url() else { return };
-    let Some(py) = python() else { return };
-    let (env, _cleanup) = celery_env(&url, "eta");
-    let data = tempfile::tempdir().unwrap();
+    let Some((url, py, env, _cleanup)) = python_celery("eta") else {
+        return;
+    };
     // Declare the queue first (as Celery would) so the worker can start before the client.
     let (broker_url, queue) = (url.clone(), env.queue.clone());
     block_on(async move {
         open(&broker_url, &queue, true).await;
     });
-    let mut worker = start_worker(&env, data.path(), &[]);
-    let published = Instant::now();
-    let ids = env.tool(
-        &py,
-        &["publish", "3", "eta", SECRET_DB_URI, "--countdown", "4"],
-    );
-    std::thread::sleep(Duration::from_millis(2500));
-    if published.elapsed() < Duration::from_millis(3800) {
-        assert_eq!(stored_ids(data.path()).len(), 0, "stored before its eta");
-    }
-    let done = wait_until(Duration::from_secs(40), || {
-        stored_ids(data.path()).len() >= 3
-    });
-    let log = worker.log_text();
-    assert!(done, "log:\n{log}");
-    assert!(published.elapsed() >= Duration::from_secs(4));
-    assert_eq!(worker.terminate(), Some(0));
-    assert_same_ids(data.path(), &ids, &log);
+    celery::countdown_tasks_are_not_stored_before_their_eta(&env, &py, "");
 }
 
 /// A RabbitMQ node of the test's own on spare ports, with its data and logs in a temporary
@@ -736,7 +489,7 @@ impl OwnRabbit {
         let d = dir.path();
         let port = free_port();
         let config = if tls {
-            make_certs(d);
+            make_certs(d).expect("test certificates");
             format!(
                 "listeners.tcp = none\n\
                  listeners.ssl.default = {port}\n\
@@ -834,12 +587,7 @@ impl OwnRabbit {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if let Some(pid) = vm {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
+        kill_vm(vm);
         let _ = std::fs::remove_file(self.file("pid"));
     }
 
@@ -865,16 +613,21 @@ impl OwnRabbit {
 
 impl Drop for OwnRabbit {
     fn drop(&mut self) {
-        if let Some(pid) = self.vm_pid() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
+        kill_vm(self.vm_pid());
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// SIGKILL the node's Erlang VM, if it has one.
+fn kill_vm(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -890,95 +643,6 @@ async fn open_when_ready(url: &str, options: &BrokerOptions) -> Arc<dyn Broker> 
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     panic!("cannot open {url}: {last:?}");
-}
-
-/// A throwaway CA, a server certificate for localhost/127.0.0.1 and a client certificate.
-fn make_certs(d: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(d)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    std::fs::write(
-        d.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=geoprov test CA",
-    ]);
-    for who in ["server", "client"] {
-        let (key, csr, pem, ext) = (
-            format!("{who}.key"),
-            format!("{who}.csr"),
-            format!("{who}.pem"),
-            format!("{who}.ext"),
-        );
-        let cn = format!(
-            "/CN={}",
-            if who == "server" {
-                "localhost"
-            } else {
-                "geoprov"
-            }
-        );
-        run(&[
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", &cn,
-        ]);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ]);
-    }
-    // The other CA: a client trusting only it must refuse the server.
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "other.key",
-        "-out",
-        "other.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=some other CA",
-    ]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1061,30 +725,15 @@ fn worker_and_producer_reconnect_by_themselves_after_a_rabbitmq_restart() {
     let first = bodies(1500, "restart-a");
     rt.block_on(producer.enqueue(&first)).unwrap();
     let data = tempfile::tempdir().unwrap();
-    let mut worker = WorkerProc::start(
+    let mut worker = WorkerProc::native(
         data.path(),
-        &[
-            "--broker",
-            &url,
-            "--queue",
-            &queue,
-            "--rate-limit",
-            "500/s",
-            "--batch-size",
-            "100",
-        ],
+        &url,
+        &queue,
+        "--rate-limit 500/s --batch-size 100",
     );
-    assert!(
-        wait_until(Duration::from_secs(60), || stored_ids(data.path()).len()
-            >= 300),
-        "no progress:\n{}",
-        worker.log_text()
-    );
-    node.restart(Duration::from_secs(1));
-    assert!(
-        stored_ids(data.path()).len() < 1500,
-        "the restart happened mid-stream"
-    );
+    interrupt_mid_stream(data.path(), &mut worker, 300, 1500, |_| {
+        node.restart(Duration::from_secs(1));
+    });
     // The same producer publishes again once RabbitMQ is back (its next call reconnects).
     let second = bodies(300, "restart-b");
     let mut sent = false;
@@ -1096,9 +745,7 @@ fn worker_and_producer_reconnect_by_themselves_after_a_rabbitmq_restart() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(sent, "the producer reconnected");
-    let done = wait_until(Duration::from_secs(120), || {
-        stored_ids(data.path()).len() >= 1800
-    });
+    let done = stores(data.path(), 1800, Duration::from_secs(120));
     assert!(
         done,
         "not all stored after the restart; log:\n{}",

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per backend and feature.
 
 mod amqp;
+mod broker_suite;
 mod cli;
 mod deploy;
 mod e2e_embedded;

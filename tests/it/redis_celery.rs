@@ -1,54 +1,113 @@
 //! Celery-compatible Redis broker against a real server and the real Python Celery client and
-//! worker: kombu's unacked bookkeeping, the visibility sweep, 5,000 `.delay()` calls, a
-//! SIGKILLed worker, a restarted Redis, poison and foreign messages, results for
-//! `AsyncResult.get()`, `countdown`, and a mixed fleet of Python and geoprov workers.
+//! worker: the `Broker` contract (the shared suite), kombu's unacked bookkeeping, the visibility
+//! sweep with priorities; with Python (the shared Celery scenarios) 5,000 `.delay()` calls, a
+//! SIGKILLed worker, poison and foreign messages, results for `AsyncResult.get()`, `countdown`;
+//! a restarted Redis, and a mixed fleet of Python and geoprov workers.
 //!
 //! Every test uses its own kombu `global_keyprefix` (and queue name), so the DB-wide
 //! `unacked*` keys of one test are never swept by another.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use geoprov::broker::{self, Broker, BrokerOptions, ConsumerOptions, DeliveryTag};
+use geoprov::broker::{
+    self, Broker, BrokerOptions, Consumer, ConsumerOptions, Delivery, DeliveryTag,
+};
 
 use super::redis_support::{
-    python, redis_url, stored_ids, sync_conn, unique, CeleryEnv, KeyCleanup, OwnRedis, WorkerProc,
+    assert_same_ids, interrupt_mid_stream, python, redis_traits, redis_url, stored_ids, stores,
+    sync_conn, CeleryEnv, KeyCleanup, OwnRedis, SECRET_DB_URI,
 };
 use super::support::{valid_events, wait_until};
+use crate::broker_suite::{broker_suite, celery, Backend, Traits, Wire};
 
-/// The `db_uri` the Python client passes: a password that must never reach a log.
-const SECRET_DB_URI: &str = "postgresql://lineage:Sup3rS3cret-pw@db.invalid:5432/lineage";
-
-fn celery_env(url: &str, name: &str) -> (CeleryEnv, KeyCleanup) {
-    let prefix = format!("{}:", unique(name));
-    let env = CeleryEnv {
-        broker: url.to_string(),
-        queue: unique(name),
-        prefix: prefix.clone(),
-        result_backend: None,
-        visibility_timeout: None,
-    };
-    let cleanup = KeyCleanup {
-        url: url.to_string(),
-        patterns: vec![format!("{prefix}*")],
-    };
-    (env, cleanup)
+/// The Redis server, the Python with Celery, and a Celery environment of the test's own (with
+/// its cleanup guard), or `None` after printing why the test is skipped.
+fn python_celery(name: &str) -> Option<(String, PathBuf, CeleryEnv, KeyCleanup)> {
+    let url = redis_url()?;
+    let py = python()?;
+    let (env, cleanup) = CeleryEnv::on_redis(&url, name);
+    Some((url, py, env, cleanup))
 }
 
-async fn open_celery(env: &CeleryEnv) -> Arc<dyn Broker> {
-    let options = BrokerOptions {
+/// The broker options for consuming `env`'s queue as Celery's.
+fn celery_options(env: &CeleryEnv) -> BrokerOptions {
+    BrokerOptions {
         queue: Some(env.queue.clone()),
         celery: true,
         key_prefix: Some(env.prefix.clone()),
         ..BrokerOptions::default()
-    };
-    broker::open(&env.broker.parse().unwrap(), &options)
+    }
+}
+
+async fn open_celery(env: &CeleryEnv) -> Arc<dyn Broker> {
+    broker::open(&env.broker.parse().unwrap(), &celery_options(env))
         .await
         .expect("open celery broker")
+}
+
+/// kombu lists under a key prefix of the test's own, for the shared suite.
+async fn celery_backend() -> Option<Backend> {
+    let url = redis_url()?;
+    let (env, cleanup) = CeleryEnv::on_redis(&url, "suite");
+    Some(Backend {
+        url: url.parse().unwrap(),
+        options: celery_options(&env),
+        wire: Wire::Celery,
+        traits: Traits {
+            opaque_bodies: false,
+            // kombu's unacked messages, and those waiting out a delay, live in a hash beside
+            // the lists.
+            depth_counts_in_flight: false,
+            depth_counts_delayed: false,
+            // Given back with RPUSH when dropped, as kombu does at shutdown.
+            drop_returns_at_once: true,
+            redelivery_in_order: false,
+            // The visibility sweep runs at a consumer's start and every 10 s.
+            ..redis_traits(Duration::from_secs(1), Duration::from_secs(12))
+        },
+        _cleanup: Box::new(cleanup),
+    })
+}
+
+broker_suite!(conformance, super::celery_backend);
+
+/// A consumer named `name` with visibility timeout `vt`.
+async fn open_consumer(broker: &dyn Broker, name: &str, vt: Duration) -> Box<dyn Consumer> {
+    broker
+        .consumer(ConsumerOptions {
+            visibility_timeout: vt,
+            name: name.into(),
+            ..ConsumerOptions::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// Enqueue `n` events on `env`'s queue through the broker and take them all with one consumer
+/// (visibility timeout 60 s).
+async fn take_events(
+    env: &CeleryEnv,
+    n: usize,
+) -> (Arc<dyn Broker>, Box<dyn Consumer>, Vec<Delivery>) {
+    let broker = open_celery(env).await;
+    let events: Vec<Bytes> = valid_events(n, "take")
+        .into_iter()
+        .map(Bytes::from)
+        .collect();
+    crate::support::enqueue(broker.as_ref(), &events).await;
+    assert_eq!(broker.depth().await.unwrap(), Some(n as u64));
+    let mut consumer = open_consumer(broker.as_ref(), "c", Duration::from_secs(60)).await;
+    let got = consumer
+        .receive(10, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), n);
+    (broker, consumer, got)
 }
 
 fn hlen(url: &str, key: &str) -> u64 {
@@ -61,27 +120,8 @@ fn hlen(url: &str, key: &str) -> u64 {
 #[tokio::test]
 async fn celery_take_registers_unacked_like_kombu_and_ack_clears() {
     let Some(url) = redis_url() else { return };
-    let (env, _cleanup) = celery_env(&url, "reg");
-    let broker = open_celery(&env).await;
-    let events: Vec<Bytes> = valid_events(4, "reg")
-        .into_iter()
-        .map(Bytes::from)
-        .collect();
-    crate::support::enqueue(broker.as_ref(), &events).await;
-    assert_eq!(broker.depth().await.unwrap(), Some(4));
-    let mut consumer = broker
-        .consumer(ConsumerOptions {
-            visibility_timeout: Duration::from_secs(60),
-            name: "c".into(),
-            ..ConsumerOptions::default()
-        })
-        .await
-        .unwrap();
-    let got = consumer
-        .receive(10, Duration::from_millis(500))
-        .await
-        .unwrap();
-    assert_eq!(got.len(), 4);
+    let (env, _cleanup) = CeleryEnv::on_redis(&url, "reg");
+    let (broker, mut consumer, got) = take_events(&env, 4).await;
     let mut conn = sync_conn(&url);
     let unacked = format!("{}unacked", env.prefix);
     for d in &got {
@@ -116,7 +156,7 @@ async fn celery_take_registers_unacked_like_kombu_and_ack_clears() {
 #[tokio::test]
 async fn celery_sweep_restores_after_the_visibility_timeout_with_priorities_served_in_order() {
     let Some(url) = redis_url() else { return };
-    let (env, _cleanup) = celery_env(&url, "sweep");
+    let (env, _cleanup) = CeleryEnv::on_redis(&url, "sweep");
     let broker = open_celery(&env).await;
     // One message on priority step 3, then two on step 0: step 0 is served first.
     let payload = |i: usize| {
@@ -144,14 +184,7 @@ async fn celery_sweep_restores_after_the_visibility_timeout_with_priorities_serv
         .query(&mut conn)
         .unwrap();
     let vt = Duration::from_secs(1);
-    let mut first = broker
-        .consumer(ConsumerOptions {
-            visibility_timeout: vt,
-            name: "a".into(),
-            ..ConsumerOptions::default()
-        })
-        .await
-        .unwrap();
+    let mut first = open_consumer(broker.as_ref(), "a", vt).await;
     let got = first.receive(2, Duration::from_millis(500)).await.unwrap();
     let tags: Vec<_> = got.iter().map(|d| d.tag.clone()).collect();
     assert_eq!(
@@ -164,14 +197,7 @@ async fn celery_sweep_restores_after_the_visibility_timeout_with_priorities_serv
     // "Crash": never ack. After the visibility timeout a new consumer's start-up sweep puts
     // them back (RPUSH: consumed next) with kombu's redelivered flags.
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let mut second = broker
-        .consumer(ConsumerOptions {
-            visibility_timeout: vt,
-            name: "b".into(),
-            ..ConsumerOptions::default()
-        })
-        .await
-        .unwrap();
+    let mut second = open_consumer(broker.as_ref(), "b", vt).await;
     let mut again = Vec::new();
     for _ in 0..10 {
         again.extend(
@@ -204,28 +230,14 @@ async fn celery_sweep_restores_after_the_visibility_timeout_with_priorities_serv
         .unwrap();
     let rest: Vec<_> = again[1..].iter().map(|d| d.tag.clone()).collect();
     second.ack(&rest).await.unwrap();
-    let mut third = broker
-        .consumer(ConsumerOptions {
-            visibility_timeout: vt,
-            name: "c".into(),
-            ..ConsumerOptions::default()
-        })
-        .await
-        .unwrap();
+    let mut third = open_consumer(broker.as_ref(), "c", vt).await;
     assert!(third
         .receive(10, Duration::from_millis(100))
         .await
         .unwrap()
         .is_empty());
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    let mut fourth = broker
-        .consumer(ConsumerOptions {
-            visibility_timeout: vt,
-            name: "d".into(),
-            ..ConsumerOptions::default()
-        })
-        .await
-        .unwrap();
+    let mut fourth = open_consumer(broker.as_ref(), "d", vt).await;
     let back = fourth
         .receive(10, Duration::from_millis(300))
         .await
@@ -236,90 +248,28 @@ async fn celery_sweep_restores_after_the_visibility_timeout_with_priorities_serv
     );
 }
 
-/// The flags and data dir of a geoprov worker on `env`.
-fn start_worker(env: &CeleryEnv, data: &Path, extra: &[&str]) -> WorkerProc {
-    let mut args: Vec<String> = env.geoprov_flags();
-    args.extend(extra.iter().map(|s| (*s).to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    WorkerProc::start(data, &refs)
-}
-
-fn assert_same_ids(data: &Path, expected: &[String], log: &str) {
-    let stored = stored_ids(data);
-    let set: HashSet<&String> = stored.iter().collect();
-    assert_eq!(stored.len(), set.len(), "no duplicate rows");
-    let want: HashSet<&String> = expected.iter().collect();
-    assert_eq!(want.len(), expected.len(), "Python made distinct payloads");
-    assert_eq!(set.len(), want.len(), "row count; log:\n{log}");
-    assert!(set == want, "stored event ids are the ones Python computes");
-}
-
 #[test]
 fn python_celery_client_5000_delay_calls_are_stored_with_python_event_ids() {
-    let Some(url) = redis_url() else { return };
-    let Some(py) = python() else { return };
-    let (env, _cleanup) = celery_env(&url, "py5k");
-    let ids = env.tool(&py, &["publish", "5000", "py5k", SECRET_DB_URI]);
-    assert_eq!(ids.len(), 5000);
-    let data = tempfile::tempdir().unwrap();
-    let mut worker = start_worker(&env, data.path(), &["--concurrency", "2"]);
-    let done = wait_until(Duration::from_secs(120), || {
-        stored_ids(data.path()).len() >= 5000
-    });
-    let log = worker.log_text();
-    assert!(done, "not all stored; log:\n{log}");
-    assert_eq!(worker.terminate(), Some(0));
-    assert_same_ids(data.path(), &ids, &log);
-    let log = worker.log_text();
-    assert!(
-        !log.contains("Sup3rS3cret"),
-        "the db_uri password must never be logged"
-    );
+    let Some((url, py, env, _cleanup)) = python_celery("py5k") else {
+        return;
+    };
+    celery::delay_calls_are_stored_with_python_event_ids(&env, &py, 5000, || {});
     assert_eq!(hlen(&url, &format!("{}unacked", env.prefix)), 0);
 }
 
 #[test]
 fn celery_worker_killed_mid_stream_then_restarted_stores_every_event_once() {
-    let Some(url) = redis_url() else { return };
-    let Some(py) = python() else { return };
-    let (env, _cleanup) = celery_env(&url, "crash");
-    let ids = env.tool(&py, &["publish", "3000", "crash", SECRET_DB_URI]);
-    let data = tempfile::tempdir().unwrap();
-    let mut first = start_worker(
+    let Some((url, py, env, _cleanup)) = python_celery("crash") else {
+        return;
+    };
+    let unacked = || hlen(&url, &format!("{}unacked", env.prefix));
+    celery::killed_worker_then_restarted_stores_every_event_once(
         &env,
-        data.path(),
-        &[
-            "--rate-limit",
-            "1500/s",
-            "--batch-size",
-            "200",
-            "--visibility-timeout",
-            "2s",
-        ],
+        &py,
+        "--visibility-timeout 2s",
+        || unacked() == 0,
+        || format!("{} unacked", unacked()),
     );
-    assert!(
-        wait_until(Duration::from_secs(60), || stored_ids(data.path()).len()
-            >= 600),
-        "no progress:\n{}",
-        first.log_text()
-    );
-    first.kill9();
-    assert!(stored_ids(data.path()).len() < 3000, "killed mid-stream");
-    let mut second = start_worker(&env, data.path(), &["--visibility-timeout", "2s"]);
-    let done = wait_until(Duration::from_secs(90), || {
-        stored_ids(data.path()).len() >= 3000
-    });
-    let log = second.log_text();
-    assert!(done, "not all stored after restart; log:\n{log}");
-    assert!(
-        wait_until(Duration::from_secs(10), || hlen(
-            &url,
-            &format!("{}unacked", env.prefix)
-        ) == 0),
-        "everything acknowledged"
-    );
-    assert_eq!(second.terminate(), Some(0));
-    assert_same_ids(data.path(), &ids, &log);
 }
 
 #[test]
@@ -329,29 +279,15 @@ fn celery_worker_survives_a_redis_restart() {
         return;
     };
     let url = redis.url();
-    let (env, _cleanup) = celery_env(&url, "rr");
+    let (env, _cleanup) = CeleryEnv::on_redis(&url, "rr");
     let mut ids = env.tool(&py, &["publish", "2000", "rr", SECRET_DB_URI]);
     let data = tempfile::tempdir().unwrap();
-    let mut worker = start_worker(
-        &env,
-        data.path(),
-        &["--rate-limit", "500/s", "--batch-size", "100"],
-    );
-    assert!(
-        wait_until(Duration::from_secs(60), || stored_ids(data.path()).len()
-            >= 400),
-        "no progress:\n{}",
-        worker.log_text()
-    );
-    redis.restart(Duration::from_secs(2));
-    assert!(
-        stored_ids(data.path()).len() < 2000,
-        "the restart happened mid-stream"
-    );
-    ids.extend(env.tool(&py, &["publish", "500", "rr2", SECRET_DB_URI]));
-    let done = wait_until(Duration::from_secs(120), || {
-        stored_ids(data.path()).len() >= 2500
+    let mut worker = env.start_geoprov_worker(data.path(), "--rate-limit 500/s --batch-size 100");
+    interrupt_mid_stream(data.path(), &mut worker, 400, 2000, |_| {
+        redis.restart(Duration::from_secs(2));
     });
+    ids.extend(env.tool(&py, &["publish", "500", "rr2", SECRET_DB_URI]));
+    let done = stores(data.path(), 2500, Duration::from_secs(120));
     let log = worker.log_text();
     assert!(done, "not all stored after the restart; log:\n{log}");
     assert!(
@@ -364,104 +300,40 @@ fn celery_worker_survives_a_redis_restart() {
 
 #[test]
 fn poison_and_foreign_messages_become_dead_letters_with_reasons() {
-    let Some(url) = redis_url() else { return };
-    let Some(py) = python() else { return };
-    let (env, _cleanup) = celery_env(&url, "poison");
-    let ids = env.tool(&py, &["poison", "poison", SECRET_DB_URI]);
-    assert_eq!(ids.len(), 3);
-    let data = tempfile::tempdir().unwrap();
-    let mut worker = start_worker(&env, data.path(), &[]);
+    let Some((url, py, env, _cleanup)) = python_celery("poison") else {
+        return;
+    };
     let dead_key = format!("{}geoprov:{}:dead", env.prefix, env.queue);
-    let done = wait_until(Duration::from_secs(30), || {
-        stored_ids(data.path()).len() >= 3
-            && redis::cmd("XLEN")
-                .arg(&dead_key)
-                .query::<u64>(&mut sync_conn(&url))
-                .unwrap_or(0)
-                >= 5
-    });
-    let log = worker.log_text();
-    assert!(done, "log:\n{log}");
-    assert_eq!(worker.terminate(), Some(0));
-    assert_same_ids(data.path(), &ids, &log);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let letters = rt.block_on(async {
-        let broker = open_celery(&env).await;
-        broker
-            .dead_letters()
-            .await
-            .unwrap()
-            .list(100)
-            .await
-            .unwrap()
-    });
-    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
-    assert_eq!(letters.len(), 5, "{reasons:?}");
-    for needle in [
-        "not a kombu message",
-        "unknown task 'other_app.tasks.resize'",
-        "application/x-python-serialize",
-        "expired",
-        "protocol v1",
-    ] {
-        assert!(
-            reasons.iter().any(|r| r.contains(needle)),
-            "no dead letter says {needle:?}: {reasons:?}"
-        );
-    }
-    assert!(letters
-        .iter()
-        .any(|l| l.body.as_ref() == b"{this is not json"));
-    assert!(!log.contains("Sup3rS3cret"));
+    let dead = || {
+        redis::cmd("XLEN")
+            .arg(&dead_key)
+            .query::<u64>(&mut sync_conn(&url))
+            .unwrap_or(0)
+    };
+    celery::poison_and_foreign_messages_become_dead_letters(
+        &env,
+        &py,
+        dead,
+        &celery_options(&env),
+        &["not a kombu message"],
+    );
 }
 
 #[test]
 fn results_reach_python_async_result_get() {
-    let Some(url) = redis_url() else { return };
-    let Some(py) = python() else { return };
-    let (mut env, _cleanup) = celery_env(&url, "res");
+    let Some((url, py, mut env, _cleanup)) = python_celery("res") else {
+        return;
+    };
     env.result_backend = Some(url.clone());
-    let data = tempfile::tempdir().unwrap();
-    let mut worker = start_worker(&env, data.path(), &["--result-backend", url.as_str()]);
-    let lines = env.tool(&py, &["results", "3", "res", SECRET_DB_URI]);
-    assert_eq!(lines.len(), 3, "{}", worker.log_text());
-    let mut conn = sync_conn(&url);
-    for line in &lines {
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(parts.len(), 3, "{line}");
-        assert_eq!(parts[1], format!("SUCCESS:{}", parts[0]));
-        let _: () = redis::cmd("DEL")
-            .arg(format!("celery-task-meta-{}", parts[2]))
-            .query(&mut conn)
-            .unwrap();
-    }
-    assert_eq!(worker.terminate(), Some(0));
+    celery::results_reach_python_async_result_get(&env, &py, &url);
 }
 
 #[test]
 fn countdown_tasks_are_not_stored_before_their_eta() {
-    let Some(url) = redis_url() else { return };
-    let Some(py) = python() else { return };
-    let (env, _cleanup) = celery_env(&url, "eta");
-    let data = tempfile::tempdir().unwrap();
-    let mut worker = start_worker(&env, data.path(), &["--visibility-timeout", "30s"]);
-    let published = Instant::now();
-    let ids = env.tool(
-        &py,
-        &["publish", "3", "eta", SECRET_DB_URI, "--countdown", "4"],
-    );
-    std::thread::sleep(Duration::from_millis(2500));
-    if published.elapsed() < Duration::from_millis(3800) {
-        assert_eq!(stored_ids(data.path()).len(), 0, "stored before its eta");
-    }
-    let done = wait_until(Duration::from_secs(40), || {
-        stored_ids(data.path()).len() >= 3
-    });
-    let log = worker.log_text();
-    assert!(done, "log:\n{log}");
-    assert!(published.elapsed() >= Duration::from_secs(4));
-    assert_eq!(worker.terminate(), Some(0));
-    assert_same_ids(data.path(), &ids, &log);
+    let Some((_url, py, env, _cleanup)) = python_celery("eta") else {
+        return;
+    };
+    celery::countdown_tasks_are_not_stored_before_their_eta(&env, &py, "--visibility-timeout 30s");
 }
 
 /// Mixed fleet. A Python Celery worker running the reference task and a geoprov worker
@@ -475,9 +347,9 @@ fn countdown_tasks_are_not_stored_before_their_eta() {
 /// table has no duplicates, both workers took part, and nothing is left queued or unacked.
 #[test]
 fn mixed_fleet_of_python_and_geoprov_workers_stores_every_event_once() {
-    let Some(url) = redis_url() else { return };
-    let Some(py) = python() else { return };
-    let (mut env, _cleanup) = celery_env(&url, "mixed");
+    let Some((url, py, mut env, _cleanup)) = python_celery("mixed") else {
+        return;
+    };
     env.visibility_timeout = Some(120);
     let data = tempfile::tempdir().unwrap();
     let seed_db = data.path().join("seed.db");
@@ -486,24 +358,13 @@ fn mixed_fleet_of_python_and_geoprov_workers_stores_every_event_once() {
     let python_log = std::fs::File::create(data.path().join("celery.log")).unwrap();
     let mut celery = env
         .command(&py)
-        .args([
-            "-m",
-            "celery",
-            "-A",
-            "lineage_tasks",
-            "worker",
-            "-Q",
-            &env.queue,
-            "-c",
-            "2",
-            "-P",
-            "threads",
-            "--without-heartbeat",
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "warning",
-        ])
+        .args("-m celery -A lineage_tasks worker -Q".split_whitespace())
+        .arg(&env.queue)
+        .args(
+            "-c 2 -P threads --without-heartbeat --without-mingle --without-gossip"
+                .split_whitespace(),
+        )
+        .args(["-l", "warning"])
         .stdout(Stdio::null())
         .stderr(python_log)
         .spawn()
@@ -519,17 +380,9 @@ fn mixed_fleet_of_python_and_geoprov_workers_stores_every_event_once() {
             .is_ok_and(|n| n > 0)
     });
     assert!(python_started, "the Python Celery worker stored nothing");
-    let mut geoprov = start_worker(
-        &env,
+    let mut geoprov = env.start_geoprov_worker(
         data.path(),
-        &[
-            "--visibility-timeout",
-            "120s",
-            "--rate-limit",
-            "300/s",
-            "--batch-size",
-            "50",
-        ],
+        "--visibility-timeout 120s --rate-limit 300/s --batch-size 50",
     );
     let queued = |url: &str| -> u64 {
         let mut conn = sync_conn(url);
@@ -591,29 +444,13 @@ fn mixed_fleet_of_python_and_geoprov_workers_stores_every_event_once() {
     assert!(union == want);
 }
 
+/// Dead-lettering forgets kombu's bookkeeping for the message in the same MULTI (the dead
+/// letters themselves are checked by the shared suite).
 #[tokio::test]
-async fn celery_dead_letters_are_atomic_and_replay_to_the_queue() {
+async fn celery_dead_letters_clear_the_unacked_bookkeeping() {
     let Some(url) = redis_url() else { return };
-    let (env, _cleanup) = celery_env(&url, "dlq");
-    let broker = open_celery(&env).await;
-    let events: Vec<Bytes> = valid_events(2, "dlq")
-        .into_iter()
-        .map(Bytes::from)
-        .collect();
-    crate::support::enqueue(broker.as_ref(), &events).await;
-    let mut consumer = broker
-        .consumer(ConsumerOptions {
-            visibility_timeout: Duration::from_secs(60),
-            name: "c".into(),
-            ..ConsumerOptions::default()
-        })
-        .await
-        .unwrap();
-    let got = consumer
-        .receive(10, Duration::from_millis(500))
-        .await
-        .unwrap();
-    assert_eq!(got.len(), 2);
+    let (env, _cleanup) = CeleryEnv::on_redis(&url, "dlq");
+    let (_broker, mut consumer, got) = take_events(&env, 2).await;
     let items: Vec<_> = got
         .iter()
         .map(|d| (d.clone(), "testing".to_string()))
@@ -626,21 +463,5 @@ async fn celery_dead_letters_are_atomic_and_replay_to_the_queue() {
             &format!("{}geoprov:{}:attempts", env.prefix, env.queue)
         ),
         0
-    );
-    let dlq = broker.dead_letters().await.unwrap();
-    let letters = dlq.list(10).await.unwrap();
-    assert_eq!(letters.len(), 2);
-    assert_eq!(letters[0].body, got[0].body, "the envelope byte for byte");
-    assert_eq!(letters[0].reason, "testing");
-    assert_eq!(dlq.replay(None).await.unwrap(), 2);
-    assert_eq!(dlq.count().await.unwrap(), 0);
-    assert_eq!(broker.depth().await.unwrap(), Some(2));
-    let again = consumer
-        .receive(10, Duration::from_millis(500))
-        .await
-        .unwrap();
-    assert_eq!(
-        again.iter().map(|d| d.body.clone()).collect::<Vec<_>>(),
-        got.iter().map(|d| d.body.clone()).collect::<Vec<_>>()
     );
 }

@@ -1,14 +1,19 @@
-//! Helpers for the Redis tests: finding the server (or skipping), per-test key prefixes with
-//! cleanup, a throwaway `redis-server` of the test's own, `geoprov worker` child processes and
-//! the Python reference client.
+//! Helpers for the broker tests against real servers (Redis and RabbitMQ): finding a server (or
+//! skipping), per-test key prefixes with cleanup, a throwaway `redis-server` of the test's own,
+//! test certificates, `geoprov worker` child processes interrupted mid-stream, and the Python
+//! reference client.
 
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use geoprov::broker::BrokerError;
+
 use super::support::{free_port, geoprov_bin, wait_until};
+use crate::broker_suite::{MalformedId, Traits};
 
 /// True when a missing server or tool must fail the test instead of skipping it.
 pub fn required() -> bool {
@@ -24,14 +29,33 @@ pub fn redis_url() -> Option<String> {
         .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
         .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
         .is_ok();
+    reachable("Redis", url, ok)
+}
+
+/// `url` when the `what` server there answered (`ok`), or `None` after printing why the test is
+/// skipped; a failure instead when services are required.
+pub fn reachable(what: &str, url: String, ok: bool) -> Option<String> {
     if ok {
         return Some(url);
     }
     if required() {
-        panic!("no Redis server at {url} (GEOPROV_REQUIRE_SERVICES=1)");
+        panic!("no {what} server at {url} (GEOPROV_REQUIRE_SERVICES=1)");
     }
     eprintln!("skipped: no server at {url}");
     None
+}
+
+/// The suite's traits both Redis backends share: their dead letters are a stream (dead-lettering
+/// again adds another entry; ids are entry ids, which Redis itself checks).
+pub fn redis_traits(visibility: Duration, slack: Duration) -> Traits {
+    Traits {
+        dead_letter_twice_adds_nothing: false,
+        malformed_dead_letter_id: Some(MalformedId {
+            id: "abc",
+            refused_with: |e| matches!(e, BrokerError::Protocol(_)),
+        }),
+        ..Traits::strict(visibility, slack, "1-1")
+    }
 }
 
 /// A unique name for one test's keys and queues.
@@ -101,6 +125,14 @@ impl WorkerProc {
             .spawn()
             .expect("spawn geoprov worker");
         WorkerProc { child, log }
+    }
+
+    /// `geoprov worker` consuming geoprov's own events from `queue` at `broker`, with `extra`
+    /// flags (separated by spaces).
+    pub fn native(data_dir: &Path, broker: &str, queue: &str, extra: &str) -> WorkerProc {
+        let mut args = vec!["--broker", broker, "--queue", queue];
+        args.extend(extra.split_whitespace());
+        WorkerProc::start(data_dir, &args)
     }
 
     /// SIGKILL and reap.
@@ -280,6 +312,9 @@ pub fn python() -> Option<PathBuf> {
     None
 }
 
+/// The `db_uri` the Python client passes: a password that must never reach a log.
+pub const SECRET_DB_URI: &str = "postgresql://lineage:Sup3rS3cret-pw@db.invalid:5432/lineage";
+
 /// Directory of the Python test modules.
 pub fn python_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
@@ -295,6 +330,24 @@ pub struct CeleryEnv {
 }
 
 impl CeleryEnv {
+    /// Celery on the Redis at `url`, with a key prefix and a queue of its own; the guard
+    /// deletes every key under the prefix.
+    pub fn on_redis(url: &str, name: &str) -> (CeleryEnv, KeyCleanup) {
+        let prefix = format!("{}:", unique(name));
+        let cleanup = KeyCleanup {
+            url: url.to_string(),
+            patterns: vec![format!("{prefix}*")],
+        };
+        let env = CeleryEnv {
+            broker: url.to_string(),
+            queue: unique(name),
+            prefix,
+            result_backend: None,
+            visibility_timeout: None,
+        };
+        (env, cleanup)
+    }
+
     /// A command running the Python reference tools with this environment.
     pub fn command(&self, python: &Path) -> Command {
         let mut cmd = Command::new(python);
@@ -333,17 +386,112 @@ impl CeleryEnv {
     }
 
     /// The flags a geoprov worker needs to consume this queue.
+    /// (`--celery-key-prefix` only when there is a prefix.)
     pub fn geoprov_flags(&self) -> Vec<String> {
-        vec![
+        let mut flags: Vec<String> = vec![
             "--broker".into(),
             self.broker.clone(),
             "--celery".into(),
             "--queue".into(),
             self.queue.clone(),
-            "--celery-key-prefix".into(),
-            self.prefix.clone(),
-        ]
+        ];
+        if !self.prefix.is_empty() {
+            flags.extend(["--celery-key-prefix".into(), self.prefix.clone()]);
+        }
+        flags
     }
+
+    /// A geoprov worker on this queue, with `extra` flags (separated by spaces), storing into
+    /// `data`.
+    pub fn start_geoprov_worker(&self, data: &Path, extra: &str) -> WorkerProc {
+        let mut args = self.geoprov_flags();
+        args.extend(extra.split_whitespace().map(str::to_owned));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        WorkerProc::start(data, &refs)
+    }
+}
+
+/// Assert that `data`'s store holds exactly the events `expected` names (the ids Python
+/// computed), each once.
+pub fn assert_same_ids(data: &Path, expected: &[String], log: &str) {
+    let stored = stored_ids(data);
+    let set: HashSet<&String> = stored.iter().collect();
+    assert_eq!(stored.len(), set.len(), "no duplicate rows");
+    let want: HashSet<&String> = expected.iter().collect();
+    assert_eq!(want.len(), expected.len(), "Python made distinct payloads");
+    assert_eq!(set.len(), want.len(), "row count; log:\n{log}");
+    assert!(set == want, "stored event ids are the ones Python computes");
+}
+
+/// Let `worker` store at least `progress` events (within 60 s), then `interrupt` it (kill it,
+/// restart its server, ...): the interruption must come before all `total` are stored. Returns
+/// how many were stored by then.
+pub fn interrupt_mid_stream(
+    data: &Path,
+    worker: &mut WorkerProc,
+    progress: usize,
+    total: usize,
+    interrupt: impl FnOnce(&mut WorkerProc),
+) -> usize {
+    assert!(
+        wait_until(Duration::from_secs(60), || stored_ids(data).len()
+            >= progress),
+        "no progress:\n{}",
+        worker.log_text()
+    );
+    interrupt(worker);
+    let stored = stored_ids(data).len();
+    assert!(
+        stored < total,
+        "interrupted mid-stream ({stored} of {total} stored)"
+    );
+    stored
+}
+
+/// Whether `data`'s store reaches `n` events within `within`.
+pub fn stores(data: &Path, n: usize, within: Duration) -> bool {
+    wait_until(within, || stored_ids(data).len() >= n)
+}
+
+/// Make, with the openssl CLI in `dir`: a throwaway CA (`ca.pem`), a server certificate for
+/// localhost and 127.0.0.1 (`server.pem`, `server.key`), a client certificate (`client.pem`,
+/// `client.key`), and another CA that signed neither (`other.pem`).
+pub fn make_certs(dir: &Path) -> Result<(), String> {
+    let leaf = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n";
+    let files = [
+        (
+            "server.ext",
+            format!(
+                "{leaf}subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
+            ),
+        ),
+        ("client.ext", format!("{leaf}extendedKeyUsage=clientAuth\n")),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))?;
+    }
+    let steps = [
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=geoprov-test-CA",
+        "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost",
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext",
+        "req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=geoprov-worker",
+        "x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext",
+        "req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.pem -days 2 -subj /CN=some-other-CA",
+    ];
+    for step in steps {
+        let out = Command::new("openssl")
+            .args(step.split_whitespace())
+            .current_dir(dir)
+            .output()
+            .map_err(|e| format!("openssl: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "openssl {step}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Every event id stored in a data dir's SQLite store (with repeats, if any).

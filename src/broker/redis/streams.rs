@@ -46,14 +46,13 @@ use redis::aio::ConnectionManager;
 use redis::Value;
 use tokio::time::Instant;
 
-use super::redis_common::{
-    self, add_dead_letter, field, map_err, millis, parse_entries, value_text, Entry,
-    RedisDeadLetters, ReplayTarget,
-};
-use super::{
+use super::dead_letters::{dead_letter_pipe, RedisDeadLetters, ReplayTarget};
+use super::{field, map_err, millis, parse_entries, tag_texts, value_text, Entry};
+use crate::broker::{
     Broker, BrokerError, BrokerOptions, Consumer, ConsumerOptions, DeadLetterQueue, Delivery,
     DeliveryTag, Producer,
 };
+use crate::url::BrokerUrl;
 
 /// Default queue name: stream key `geoprov:geoprov`.
 pub const DEFAULT_QUEUE: &str = "geoprov";
@@ -80,11 +79,11 @@ pub struct RedisStreamsBroker {
 
 impl RedisStreamsBroker {
     /// Connect to `url` (`redis://` or `rediss://`) and make sure the stream and group exist.
-    pub async fn open(url: &str, options: &BrokerOptions) -> Result<Self, BrokerError> {
+    pub async fn open(url: &BrokerUrl, options: &BrokerOptions) -> Result<Self, BrokerError> {
         let queue = options.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
         let prefix = options.key_prefix.as_deref().unwrap_or("");
-        let client = redis_common::client(url, &options.tls)?;
-        let conn = redis_common::connect(&client).await?;
+        let client = super::client(url, &options.tls)?;
+        let conn = super::connect(&client).await?;
         let stream = format!("{prefix}geoprov:{queue}");
         let broker = RedisStreamsBroker {
             client,
@@ -134,7 +133,7 @@ impl Broker for RedisStreamsBroker {
     }
 
     async fn consumer(&self, options: ConsumerOptions) -> Result<Box<dyn Consumer>, BrokerError> {
-        let conn = redis_common::connect(&self.client).await?;
+        let conn = super::connect(&self.client).await?;
         Ok(Box::new(RedisStreamsConsumer {
             conn,
             stream: self.stream.clone(),
@@ -210,15 +209,6 @@ pub struct RedisStreamsConsumer {
 }
 
 impl RedisStreamsConsumer {
-    fn tag_ids(tags: &[DeliveryTag]) -> Vec<String> {
-        tags.iter()
-            .map(|t| match t {
-                DeliveryTag::Text(id) => id.clone(),
-                DeliveryTag::Int(n) => n.to_string(),
-            })
-            .collect()
-    }
-
     /// Turn entries into deliveries; `counts` are their PEL delivery counts, if known.
     fn deliveries(entries: Vec<Entry>, counts: &[u32]) -> Vec<Delivery> {
         entries
@@ -252,7 +242,7 @@ impl RedisStreamsConsumer {
         self.want_claim = false;
         let value: Value = redis::cmd("XAUTOCLAIM")
             .arg(&self.stream)
-            .arg(super::redis_streams::GROUP)
+            .arg(GROUP)
             .arg(&self.name)
             .arg(millis(self.visibility_timeout))
             .arg(&self.claim_cursor)
@@ -343,6 +333,30 @@ impl RedisStreamsConsumer {
         Ok(())
     }
 
+    /// `XCLAIM` these entries for this consumer (`JUSTID`), which resets their idle time to 0,
+    /// or to `idle` when given.
+    async fn reclaim(
+        &mut self,
+        tags: &[DeliveryTag],
+        idle: Option<Duration>,
+    ) -> Result<(), BrokerError> {
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(&self.stream)
+            .arg(GROUP)
+            .arg(&self.name)
+            .arg(0)
+            .arg(tag_texts(tags));
+        if let Some(idle) = idle {
+            cmd.arg("IDLE").arg(millis(idle));
+        }
+        cmd.arg("JUSTID")
+            .query_async::<Value>(&mut self.conn)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// `XREADGROUP` new entries, blocking up to `wait` (at most [`MAX_BLOCK`]).
     async fn read_new(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BrokerError> {
         let block = millis(wait.min(MAX_BLOCK));
         let mut cmd = redis::cmd("XREADGROUP");
@@ -433,7 +447,7 @@ impl Consumer for RedisStreamsConsumer {
         if tags.is_empty() {
             return Ok(());
         }
-        let ids = Self::tag_ids(tags);
+        let ids = tag_texts(tags);
         redis::pipe()
             .atomic()
             .cmd("XACK")
@@ -454,17 +468,7 @@ impl Consumer for RedisStreamsConsumer {
         if tags.is_empty() {
             return Ok(());
         }
-        redis::cmd("XCLAIM")
-            .arg(&self.stream)
-            .arg(GROUP)
-            .arg(&self.name)
-            .arg(0)
-            .arg(Self::tag_ids(tags))
-            .arg("JUSTID")
-            .query_async::<Value>(&mut self.conn)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        self.reclaim(tags, None).await
     }
 
     async fn retry_later(
@@ -478,18 +482,7 @@ impl Consumer for RedisStreamsConsumer {
         // Pretend the entries have been idle for (visibility − delay): XAUTOCLAIM, which takes
         // entries idle longer than the visibility timeout, picks them up after `delay`.
         let idle = self.visibility_timeout.saturating_sub(delay);
-        redis::cmd("XCLAIM")
-            .arg(&self.stream)
-            .arg(GROUP)
-            .arg(&self.name)
-            .arg(0)
-            .arg(Self::tag_ids(tags))
-            .arg("IDLE")
-            .arg(millis(idle))
-            .arg("JUSTID")
-            .query_async::<Value>(&mut self.conn)
-            .await
-            .map_err(map_err)?;
+        self.reclaim(tags, Some(idle)).await?;
         self.want_claim = true;
         Ok(())
     }
@@ -498,19 +491,7 @@ impl Consumer for RedisStreamsConsumer {
         if items.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut ids = Vec::with_capacity(items.len());
-        for (delivery, reason) in items {
-            add_dead_letter(
-                &mut pipe,
-                &self.dead,
-                &delivery.body,
-                reason,
-                delivery.attempt,
-            );
-            ids.extend(Self::tag_ids(std::slice::from_ref(&delivery.tag)));
-        }
+        let (mut pipe, ids) = dead_letter_pipe(&self.dead, items);
         pipe.cmd("XACK")
             .arg(&self.stream)
             .arg(GROUP)

@@ -3,7 +3,9 @@
 //! Celery workers can share a queue during a migration (`shared/docs/celery-wire.md` §2).
 //!
 //! Not for: decoding the task message (that is [`crate::celery`], called by the worker's
-//! [`crate::worker::CeleryDecoder`]); native geoprov events (see `redis_streams`).
+//! [`crate::worker::CeleryDecoder`]); native geoprov events (see `streams`); Celery's result
+//! backend (see `results`). Restoring unacked messages and the visibility sweep are in
+//! `unacked`.
 //!
 //! # Keys (every one prefixed with kombu's `global_keyprefix` when set)
 //!
@@ -73,31 +75,25 @@ use redis::aio::ConnectionManager;
 use redis::Value;
 use tokio::time::Instant;
 
-use super::redis_common::{
-    self, add_dead_letter, map_err, now_secs, value_bytes, value_text, RedisDeadLetters,
-    ReplayTarget,
+use super::dead_letters::{dead_letter_pipe, RedisDeadLetters, ReplayTarget};
+use super::unacked::{Push, UnackedRestorer};
+use super::{map_err, now_secs, tag_texts, value_bytes, value_text};
+use crate::broker::{
+    celery_payload, Broker, BrokerError, BrokerOptions, Consumer, ConsumerOptions, DeadLetterQueue,
+    Delivery, DeliveryTag, Producer,
 };
-use super::ResultBackend;
-use super::{
-    Broker, BrokerError, BrokerOptions, Consumer, ConsumerOptions, DeadLetterQueue, Delivery,
-    DeliveryTag, Producer,
-};
-use crate::celery::TaskRef;
-use crate::event::python_json;
-use crate::event::LineageEvent;
+use crate::url::BrokerUrl;
 
 /// Default queue name, as Celery's.
-pub const DEFAULT_QUEUE: &str = "celery";
+pub const DEFAULT_CELERY_QUEUE: &str = "celery";
 /// kombu's priority separator.
-const SEP: &str = "\x06\x16";
+pub(super) const SEP: &str = "\x06\x16";
 /// kombu's priority steps on Redis.
 const STEPS: [u8; 4] = [0, 3, 6, 9];
 /// How often the visibility sweep runs.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// How long an empty queue is left alone between two polls.
 const POLL_SLEEP: Duration = Duration::from_millis(50);
-/// Celery's `result_expires` default: one day.
-const RESULT_EXPIRES_SECS: u64 = 86_400;
 
 /// Pop up to ARGV[1] messages from KEYS[5..] in order and register each as unacked.
 const POP_SCRIPT: &str = r"
@@ -144,40 +140,25 @@ end
 return out
 ";
 
-/// Restore one tag if its `unacked` value is still ARGV[2]: ZREM, HDEL, push ARGV[3] to
-/// KEYS[3..] (LPUSH when ARGV[4] is `L`, else RPUSH).
-const RESTORE_SCRIPT: &str = r"
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-for i = 3, #KEYS do
-  if ARGV[4] == 'L' then
-    redis.call('LPUSH', KEYS[i], ARGV[3])
-  else
-    redis.call('RPUSH', KEYS[i], ARGV[3])
-  end
-end
-return 1
-";
-
-/// Delete KEYS[1] only if it holds ARGV[1].
-const RELEASE_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-";
-
 /// Every key this backend touches.
 #[derive(Debug, Clone)]
-struct Keys {
-    prefix: String,
-    queue: String,
+pub(super) struct Keys {
+    /// kombu's `global_keyprefix` (may be empty).
+    pub(super) prefix: String,
+    /// The queue name, unprefixed.
+    pub(super) queue: String,
     /// The four priority lists, served in this order.
-    lists: [String; 4],
-    index: String,
-    unacked: String,
-    mutex: String,
-    dead: String,
-    attempts: String,
+    pub(super) lists: [String; 4],
+    /// `unacked_index`.
+    pub(super) index: String,
+    /// `unacked`.
+    pub(super) unacked: String,
+    /// `unacked_mutex`.
+    pub(super) mutex: String,
+    /// `geoprov:<queue>:dead`.
+    pub(super) dead: String,
+    /// `geoprov:<queue>:attempts`.
+    pub(super) attempts: String,
 }
 
 impl Keys {
@@ -196,7 +177,7 @@ impl Keys {
 }
 
 /// kombu's `_q_for_pri`: the list of a queue for a priority step.
-fn list_key(prefix: &str, queue: &str, step: u8) -> String {
+pub(super) fn list_key(prefix: &str, queue: &str, step: u8) -> String {
     if step == 0 {
         format!("{prefix}{queue}")
     } else {
@@ -205,7 +186,7 @@ fn list_key(prefix: &str, queue: &str, step: u8) -> String {
 }
 
 /// kombu's `priority()`: the largest step not above `priority`.
-fn step_of(priority: i64) -> u8 {
+pub(super) fn step_of(priority: i64) -> u8 {
     STEPS
         .iter()
         .rev()
@@ -224,13 +205,13 @@ pub struct RedisCeleryBroker {
 
 impl RedisCeleryBroker {
     /// Connect to `url` (`redis://` or `rediss://`); the queue is `options.queue` or `celery`.
-    pub async fn open(url: &str, options: &BrokerOptions) -> Result<Self, BrokerError> {
-        let queue = options.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
+    pub async fn open(url: &BrokerUrl, options: &BrokerOptions) -> Result<Self, BrokerError> {
+        let queue = options.queue.as_deref().unwrap_or(DEFAULT_CELERY_QUEUE);
         if queue.is_empty() {
             return Err(BrokerError::Config("--queue must not be empty".into()));
         }
-        let client = redis_common::client(url, &options.tls)?;
-        let conn = redis_common::connect(&client).await?;
+        let client = super::client(url, &options.tls)?;
+        let conn = super::connect(&client).await?;
         Ok(RedisCeleryBroker {
             client,
             conn,
@@ -260,18 +241,13 @@ impl Broker for RedisCeleryBroker {
     }
 
     async fn consumer(&self, options: ConsumerOptions) -> Result<Box<dyn Consumer>, BrokerError> {
-        let conn = redis_common::connect(&self.client).await?;
+        let conn = super::connect(&self.client).await?;
         Ok(Box::new(RedisCeleryConsumer {
             conn: conn.clone(),
             keys: self.keys.clone(),
             visibility_timeout: options.visibility_timeout,
             pop: redis::Script::new(POP_SCRIPT),
-            restorer: Restorer {
-                conn,
-                keys: self.keys.clone(),
-                script: redis::Script::new(RESTORE_SCRIPT),
-            },
-            release: redis::Script::new(RELEASE_SCRIPT),
+            restorer: UnackedRestorer::new(conn, self.keys.clone()),
             last_sweep: None,
             held: HashSet::new(),
         }))
@@ -309,26 +285,24 @@ pub struct RedisCeleryProducer {
 #[async_trait]
 impl Producer for RedisCeleryProducer {
     async fn enqueue(&self, bodies: &[Bytes]) -> Result<(), BrokerError> {
-        if bodies.is_empty() {
-            return Ok(());
-        }
-        let mut envelopes = Vec::with_capacity(bodies.len());
-        for (n, body) in bodies.iter().enumerate() {
-            let payload = python_json::parse(body).map_err(|e| {
-                BrokerError::Protocol(format!(
-                    "event {n} of the slice is not JSON, cannot wrap it in a Celery message: {}",
-                    e.reason()
+        let envelopes = bodies
+            .iter()
+            .enumerate()
+            .map(|(n, body)| {
+                let payload = celery_payload(n, body)?;
+                let task_id = uuid::Uuid::new_v4().to_string();
+                let tag = uuid::Uuid::new_v4().to_string();
+                Ok(crate::celery::build_redis_envelope(
+                    &payload,
+                    &self.task,
+                    &self.queue,
+                    &task_id,
+                    &tag,
                 ))
-            })?;
-            let task_id = uuid::Uuid::new_v4().to_string();
-            let tag = uuid::Uuid::new_v4().to_string();
-            envelopes.push(crate::celery::build_redis_envelope(
-                &payload,
-                &self.task,
-                &self.queue,
-                &task_id,
-                &tag,
-            ));
+            })
+            .collect::<Result<Vec<_>, BrokerError>>()?;
+        if envelopes.is_empty() {
+            return Ok(());
         }
         let mut conn = self.conn.clone();
         redis::cmd("LPUSH")
@@ -346,42 +320,48 @@ pub struct RedisCeleryConsumer {
     keys: Keys,
     visibility_timeout: Duration,
     pop: redis::Script,
-    restorer: Restorer,
-    release: redis::Script,
+    restorer: UnackedRestorer,
     last_sweep: Option<Instant>,
     /// Tags taken and neither acked, given back nor dead-lettered: restored with RPUSH if the
     /// consumer is dropped while holding them.
     held: HashSet<String>,
 }
 
-/// Puts unacked messages back on their queues (kombu's restore transaction, as a
-/// compare-and-set script).
-#[derive(Clone)]
-struct Restorer {
-    conn: ConnectionManager,
-    keys: Keys,
-    script: redis::Script,
-}
-
-/// Where and how to push a restored message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Push {
-    /// LPUSH: the back of the FIFO (kombu's reject-with-requeue).
-    Back,
-    /// RPUSH: consumed next (kombu's shutdown restore and visibility sweep).
-    Front,
-}
-
-fn tag_texts(tags: &[DeliveryTag]) -> Vec<String> {
-    tags.iter()
-        .map(|t| match t {
-            DeliveryTag::Text(s) => s.clone(),
-            DeliveryTag::Int(n) => n.to_string(),
-        })
-        .collect()
-}
-
 impl RedisCeleryConsumer {
+    /// Run `pipe` (atomic) with what forgets these tags for good added to it (`ZREM
+    /// unacked_index`, `HDEL unacked`, `HDEL attempts`), then stop holding them.
+    async fn forget(
+        &mut self,
+        mut pipe: redis::Pipeline,
+        tags: Vec<String>,
+    ) -> Result<(), BrokerError> {
+        pipe.cmd("ZREM").arg(&self.keys.index).arg(&tags).ignore();
+        pipe.cmd("HDEL").arg(&self.keys.unacked).arg(&tags).ignore();
+        pipe.cmd("HDEL")
+            .arg(&self.keys.attempts)
+            .arg(&tags)
+            .ignore();
+        pipe.query_async::<()>(&mut self.conn)
+            .await
+            .map_err(map_err)?;
+        for t in &tags {
+            self.held.remove(t);
+        }
+        Ok(())
+    }
+
+    /// `ZADD unacked_index XX <score> <tag>…`: the time these tags count as taken at (wall-clock
+    /// seconds), which the visibility sweep compares with `now − visibility_timeout`.
+    async fn rescore(&mut self, score: f64, tags: &[String]) -> Result<(), BrokerError> {
+        let score = format!("{score:.6}");
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(&self.keys.index).arg("XX");
+        for t in tags {
+            cmd.arg(&score).arg(t);
+        }
+        cmd.query_async::<()>(&mut self.conn).await.map_err(map_err)
+    }
+
     /// Run the pop script once.
     async fn pop(&mut self, max: usize) -> Result<Vec<Delivery>, BrokerError> {
         let mut invocation = self.pop.prepare_invoke();
@@ -426,139 +406,6 @@ impl RedisCeleryConsumer {
         }
         Ok(out)
     }
-
-    /// kombu's `restore_visible`, guarded by `unacked_mutex`. Returns how many were restored.
-    async fn sweep(&mut self) -> Result<usize, BrokerError> {
-        self.last_sweep = Some(Instant::now());
-        let token = uuid::Uuid::new_v4().to_string();
-        let got: Option<String> = redis::cmd("SET")
-            .arg(&self.keys.mutex)
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(300_000)
-            .query_async(&mut self.conn)
-            .await
-            .map_err(map_err)?;
-        if got.is_none() {
-            return Ok(0);
-        }
-        let ceiling = now_secs() - self.visibility_timeout.as_secs_f64();
-        let result = async {
-            let tags: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-                .arg(&self.keys.index)
-                .arg("-inf")
-                .arg(format!("{ceiling:.6}"))
-                .query_async(&mut self.conn)
-                .await
-                .map_err(map_err)?;
-            let mut restored = 0;
-            for tag in &tags {
-                if self.restorer.restore_tag(tag, Push::Front).await? {
-                    restored += 1;
-                }
-            }
-            Ok::<usize, BrokerError>(restored)
-        }
-        .await;
-        let released: Result<i64, _> = self
-            .release
-            .key(&self.keys.mutex)
-            .arg(&token)
-            .invoke_async(&mut self.conn)
-            .await;
-        if let Err(e) = released {
-            tracing::warn!(message = "Could not release unacked_mutex; it expires by itself.", error = %e);
-        }
-        let restored = result?;
-        if restored > 0 {
-            tracing::info!(
-                message = "Restored unacknowledged Celery messages past the visibility timeout.",
-                restored
-            );
-        }
-        Ok(restored)
-    }
-}
-
-impl Restorer {
-    /// Put one unacked message back on its queue (compare-and-set). False if it was no longer
-    /// unacked (someone acked or restored it first).
-    async fn restore_tag(&mut self, tag: &str, push: Push) -> Result<bool, BrokerError> {
-        let value: Option<Vec<u8>> = redis::cmd("HGET")
-            .arg(&self.keys.unacked)
-            .arg(tag)
-            .query_async(&mut self.conn)
-            .await
-            .map_err(map_err)?;
-        let Some(value) = value else {
-            // An index entry without its hash entry: drop it, as kombu does.
-            redis::cmd("ZREM")
-                .arg(&self.keys.index)
-                .arg(tag)
-                .query_async::<()>(&mut self.conn)
-                .await
-                .map_err(map_err)?;
-            return Ok(false);
-        };
-        let Some((envelope, exchange, routing_key, priority)) = parse_unacked(&value) else {
-            tracing::warn!(
-                message = "Unacked entry is not [envelope, exchange, routing_key]; left in place.",
-                tag
-            );
-            return Ok(false);
-        };
-        let queues = self.lookup(&exchange, &routing_key).await?;
-        let step = step_of(priority);
-        let mut invocation = self.script.prepare_invoke();
-        invocation.key(&self.keys.index).key(&self.keys.unacked);
-        for q in &queues {
-            invocation.key(list_key(&self.keys.prefix, q, step));
-        }
-        invocation
-            .arg(tag)
-            .arg(&value)
-            .arg(envelope)
-            .arg(if push == Push::Back { "L" } else { "R" });
-        let done: i64 = invocation
-            .invoke_async(&mut self.conn)
-            .await
-            .map_err(map_err)?;
-        Ok(done == 1)
-    }
-
-    /// The queues a message goes back to: exchange `""` → the routing key; otherwise the queues
-    /// bound to the exchange with that routing key; none found → this worker's queue.
-    async fn lookup(
-        &mut self,
-        exchange: &str,
-        routing_key: &str,
-    ) -> Result<Vec<String>, BrokerError> {
-        if exchange.is_empty() {
-            if routing_key.is_empty() {
-                return Ok(vec![self.keys.queue.clone()]);
-            }
-            return Ok(vec![routing_key.to_owned()]);
-        }
-        let members: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(format!("{}_kombu.binding.{exchange}", self.keys.prefix))
-            .query_async(&mut self.conn)
-            .await
-            .map_err(map_err)?;
-        let mut queues: Vec<String> = Vec::new();
-        for member in &members {
-            let parts: Vec<&str> = member.split(SEP).collect();
-            if let [rk, _pattern, queue] = parts.as_slice() {
-                if *rk == routing_key && !queues.iter().any(|q| q == queue) {
-                    queues.push((*queue).to_owned());
-                }
-            }
-        }
-        if queues.is_empty() {
-            queues.push(self.keys.queue.clone());
-        }
-        Ok(queues)
-    }
 }
 
 impl Drop for RedisCeleryConsumer {
@@ -584,36 +431,6 @@ impl Drop for RedisCeleryConsumer {
     }
 }
 
-/// Parse kombu's unacked value `[envelope, exchange, routing_key]`; returns the envelope with
-/// its redelivered flags set, the exchange, the routing key and the priority.
-fn parse_unacked(value: &[u8]) -> Option<(String, String, String, i64)> {
-    let parsed: serde_json::Value = serde_json::from_slice(value).ok()?;
-    let serde_json::Value::Array(mut parts) = parsed else {
-        return None;
-    };
-    if parts.len() != 3 {
-        return None;
-    }
-    let routing_key = parts[2].as_str().unwrap_or_default().to_owned();
-    let exchange = parts[1].as_str().unwrap_or_default().to_owned();
-    let mut envelope = parts.swap_remove(0);
-    let object = envelope.as_object_mut()?;
-    if let Some(serde_json::Value::Object(headers)) = object.get_mut("headers") {
-        headers.insert("redelivered".into(), serde_json::Value::Bool(true));
-    }
-    let mut priority = 0;
-    if let Some(serde_json::Value::Object(properties)) = object.get_mut("properties") {
-        priority = properties
-            .get("priority")
-            .and_then(serde_json::Value::as_i64)
-            .unwrap_or(0);
-        if let Some(serde_json::Value::Object(info)) = properties.get_mut("delivery_info") {
-            info.insert("redelivered".into(), serde_json::Value::Bool(true));
-        }
-    }
-    Some((envelope.to_string(), exchange, routing_key, priority))
-}
-
 #[async_trait]
 impl Consumer for RedisCeleryConsumer {
     async fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BrokerError> {
@@ -624,7 +441,8 @@ impl Consumer for RedisCeleryConsumer {
                 .last_sweep
                 .is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL)
             {
-                self.sweep().await?;
+                self.last_sweep = Some(Instant::now());
+                self.restorer.sweep(self.visibility_timeout).await?;
             }
             let got = self.pop(max).await?;
             if !got.is_empty() {
@@ -642,41 +460,16 @@ impl Consumer for RedisCeleryConsumer {
         if tags.is_empty() {
             return Ok(());
         }
-        let tags = tag_texts(tags);
-        redis::pipe()
-            .atomic()
-            .cmd("ZREM")
-            .arg(&self.keys.index)
-            .arg(&tags)
-            .ignore()
-            .cmd("HDEL")
-            .arg(&self.keys.unacked)
-            .arg(&tags)
-            .ignore()
-            .cmd("HDEL")
-            .arg(&self.keys.attempts)
-            .arg(&tags)
-            .ignore()
-            .query_async::<()>(&mut self.conn)
-            .await
-            .map_err(map_err)?;
-        for t in &tags {
-            self.held.remove(t);
-        }
-        Ok(())
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        self.forget(pipe, tag_texts(tags)).await
     }
 
     async fn extend(&mut self, tags: &[DeliveryTag]) -> Result<(), BrokerError> {
         if tags.is_empty() {
             return Ok(());
         }
-        let now = format!("{:.6}", now_secs());
-        let mut cmd = redis::cmd("ZADD");
-        cmd.arg(&self.keys.index).arg("XX");
-        for t in tag_texts(tags) {
-            cmd.arg(&now).arg(t);
-        }
-        cmd.query_async::<()>(&mut self.conn).await.map_err(map_err)
+        self.rescore(now_secs(), &tag_texts(tags)).await
     }
 
     async fn retry_later(
@@ -698,15 +491,7 @@ impl Consumer for RedisCeleryConsumer {
         // Stay unacked; the sweep takes entries older than now − visibility, so this score
         // makes it come back `delay` from now.
         let score = now_secs() + delay.as_secs_f64() - self.visibility_timeout.as_secs_f64();
-        let score = format!("{score:.6}");
-        let mut cmd = redis::cmd("ZADD");
-        cmd.arg(&self.keys.index).arg("XX");
-        for t in &tags {
-            cmd.arg(&score).arg(t);
-        }
-        cmd.query_async::<()>(&mut self.conn)
-            .await
-            .map_err(map_err)?;
+        self.rescore(score, &tags).await?;
         for t in &tags {
             self.held.remove(t);
         }
@@ -717,88 +502,8 @@ impl Consumer for RedisCeleryConsumer {
         if items.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut tags = Vec::with_capacity(items.len());
-        for (delivery, reason) in items {
-            add_dead_letter(
-                &mut pipe,
-                &self.keys.dead,
-                &delivery.body,
-                reason,
-                delivery.attempt,
-            );
-            tags.extend(tag_texts(std::slice::from_ref(&delivery.tag)));
-        }
-        pipe.cmd("ZREM").arg(&self.keys.index).arg(&tags).ignore();
-        pipe.cmd("HDEL").arg(&self.keys.unacked).arg(&tags).ignore();
-        pipe.cmd("HDEL")
-            .arg(&self.keys.attempts)
-            .arg(&tags)
-            .ignore();
-        pipe.query_async::<()>(&mut self.conn)
-            .await
-            .map_err(map_err)?;
-        for t in &tags {
-            self.held.remove(t);
-        }
-        Ok(())
-    }
-}
-
-/// Celery's Redis result backend: `SET celery-task-meta-<id> <json> EX 86400` and
-/// `PUBLISH` of the same JSON in one MULTI, so that Python's `AsyncResult.get()` returns
-/// `SUCCESS:<event_id>`. Tasks sent with `ignore_result` get no record.
-pub struct RedisCeleryResults {
-    conn: ConnectionManager,
-}
-
-impl RedisCeleryResults {
-    /// Connect to the result backend URL (`redis://` or `rediss://`; may differ from the
-    /// broker's).
-    pub async fn open(url: &str, tls: &super::TlsFiles) -> Result<Self, BrokerError> {
-        if !matches!(url.parse(), Ok(crate::url::BrokerUrl::Redis(_))) {
-            return Err(BrokerError::Config(format!(
-                "--result-backend '{}' is not a redis:// or rediss:// URL",
-                crate::url::redact_url(url)
-            )));
-        }
-        let client = redis_common::client(url, tls)?;
-        Ok(RedisCeleryResults {
-            conn: redis_common::connect(&client).await?,
-        })
-    }
-}
-
-#[async_trait]
-impl ResultBackend for RedisCeleryResults {
-    async fn store_success(
-        &self,
-        committed: &[(&TaskRef, &LineageEvent)],
-    ) -> Result<(), BrokerError> {
-        if committed.is_empty() {
-            return Ok(());
-        }
-        let now = Utc::now();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (task, event) in committed {
-            let key = crate::celery::result_key(&task.id);
-            let meta = crate::celery::result_meta_success(
-                &task.id,
-                &format!("SUCCESS:{}", event.event_id.to_hex()),
-                now,
-            );
-            pipe.cmd("SET")
-                .arg(&key)
-                .arg(&meta)
-                .arg("EX")
-                .arg(RESULT_EXPIRES_SECS)
-                .ignore();
-            pipe.cmd("PUBLISH").arg(&key).arg(&meta).ignore();
-        }
-        let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await.map_err(map_err)
+        let (pipe, tags) = dead_letter_pipe(&self.keys.dead, items);
+        self.forget(pipe, tags).await
     }
 }
 
@@ -818,17 +523,5 @@ mod tests {
         assert_eq!(step_of(-1), 0);
         assert_eq!(list_key("", "celery", 3), "celery\x06\x163");
         assert_eq!(list_key("p:", "celery", 0), "p:celery");
-    }
-
-    #[test]
-    fn unacked_value_restores_with_redelivered_flags() {
-        let raw = br#"[{"body": "e30=", "headers": {"id": "x"}, "properties": {"priority": 6, "delivery_info": {"exchange": "", "routing_key": "q"}, "delivery_tag": "t"}}, "", "q"]"#;
-        let (env, ex, rk, pri) = parse_unacked(raw).unwrap();
-        assert_eq!((ex.as_str(), rk.as_str(), pri), ("", "q", 6));
-        let v: serde_json::Value = serde_json::from_str(&env).unwrap();
-        assert_eq!(v["headers"]["redelivered"], true);
-        assert_eq!(v["properties"]["delivery_info"]["redelivered"], true);
-        assert!(parse_unacked(b"not json").is_none());
-        assert!(parse_unacked(b"[1, 2]").is_none());
     }
 }
