@@ -35,6 +35,7 @@
 //! - [`url`]: broker and store URLs parsed once into typed values; password redaction.
 //! - [`config`]: flags > environment > defaults, validated once; the data dir's layout.
 //! - [`cli`]: the command line; the only place that prints and picks concrete backends.
+//! - [`status`]: the health of a deployment in one value (`geoprov status`, `GET /v1/status`).
 //! - [`shutdown`]: SIGINT/SIGTERM → a shared signal every task listens to.
 
 pub mod broker;
@@ -51,6 +52,7 @@ pub mod prov;
 pub mod records;
 pub mod sample;
 pub mod shutdown;
+pub mod status;
 pub mod store;
 pub mod tlog;
 pub mod tlog_service;

@@ -53,6 +53,11 @@ pub async fn run(config: &Config, args: DlqArgs) -> Result<ExitCode, CliError> {
             config.data_dir.display()
         )));
     }
+    let ids = match &args.action {
+        DlqAction::Replay { ids } | DlqAction::Purge { ids, .. } => ids.as_slice(),
+        DlqAction::List { .. } => &[],
+    };
+    check_ids(&config.broker, ids)?;
     let broker = open_broker(config).await?;
     let dlq = broker.dead_letters().await?;
     match args.action {
@@ -84,4 +89,38 @@ pub async fn run(config: &Config, args: DlqArgs) -> Result<ExitCode, CliError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a `--id` that cannot name a dead letter of this broker, saying what one looks like
+/// (the ids `dlq list` prints): a number on the embedded queue, a stream entry id
+/// (`1714557600000-0`) on Redis, a UUID on RabbitMQ.
+fn check_ids(broker: &crate::url::BrokerUrl, ids: &[String]) -> Result<(), CliError> {
+    use crate::url::BrokerUrl;
+    let (well_formed, shape): (fn(&str) -> bool, &str) = match broker {
+        BrokerUrl::Embedded => (
+            |id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
+            "a number, e.g. 42",
+        ),
+        BrokerUrl::Redis(_) => (
+            |id| {
+                id.split_once('-').is_some_and(|(ms, seq)| {
+                    [ms, seq]
+                        .iter()
+                        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                })
+            },
+            "a stream entry id, e.g. 1714557600000-0",
+        ),
+        BrokerUrl::Amqp(_) => (
+            |id| uuid::Uuid::parse_str(id).is_ok(),
+            "a UUID, e.g. 7c1f3a52-0b7e-4d7c-9d3e-2b8f0e6a9c41",
+        ),
+    };
+    match ids.iter().find(|id| !well_formed(id)) {
+        Some(bad) => Err(CliError::Usage(format!(
+            "--id '{bad}' is not a dead letter id of this broker: one is {shape} (`geoprov dlq \
+             list` prints them)"
+        ))),
+        None => Ok(()),
+    }
 }

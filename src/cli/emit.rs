@@ -78,7 +78,13 @@ pub async fn run(config: &Config, args: EmitArgs) -> Result<ExitCode, CliError> 
 }
 
 async fn post(server: &str, token: Option<String>, input: Vec<u8>) -> Result<ExitCode, CliError> {
-    let url = format!("{}/v1/events", server.trim_end_matches('/'));
+    // A bare host:port means plain HTTP, as curl reads it.
+    let base = if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    };
+    let url = format!("{}/v1/events", base.trim_end_matches('/'));
     let client = reqwest::Client::new();
     let mut req = client
         .post(&url)
@@ -90,11 +96,12 @@ async fn post(server: &str, token: Option<String>, input: Vec<u8>) -> Result<Exi
     let resp = req
         .send()
         .await
-        .map_err(|e| CliError::Failed(format!("cannot POST to {url}: {e}")))?;
+        .map_err(|e| CliError::Failed(format!("cannot POST to {url}: {}", cause_chain(&e))))?;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.map_err(|e| {
         CliError::Failed(format!(
-            "{url} answered {status} with a body that is not JSON: {e}"
+            "{url} answered {status} with a body that is not JSON: {}",
+            cause_chain(&e)
         ))
     })?;
     if let Some(ids) = body.get("event_ids").and_then(|v| v.as_array()) {
@@ -124,4 +131,20 @@ async fn post(server: &str, token: Option<String>, input: Vec<u8>) -> Result<Exi
             body.get("error").and_then(|v| v.as_str()).unwrap_or("")
         )))
     }
+}
+
+/// An error and every cause under it, `: `-separated (reqwest's own text alone says only
+/// "error sending request").
+fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -43,6 +43,11 @@ pub async fn run(config: &Config, args: ExportArgs) -> Result<ExitCode, CliError
     let filter = ExportFilter::parse(dataset.as_deref(), since.as_deref(), until.as_deref(), "--")
         .map_err(CliError::Usage)?;
     let store = open_store_to_read(config).await?;
+    if let Some(root) = filter.dataset {
+        if !store.mentions_dataset(root).await? {
+            return Err(CliError::Failed(crate::lineage::unknown_dataset(root)));
+        }
+    }
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(

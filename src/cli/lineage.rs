@@ -50,14 +50,15 @@ pub async fn run(config: &Config, args: LineageArgs) -> Result<ExitCode, CliErro
         Direction::Upstream
     };
     let store = open_store_to_read(config).await?;
-    let graph = crate::lineage::walk(
+    let graph = crate::lineage::walk_known(
         store.as_ref(),
         root,
         direction,
         args.depth,
         WalkLimits::default(),
     )
-    .await?;
+    .await?
+    .ok_or_else(|| CliError::Failed(crate::lineage::unknown_dataset(root)))?;
     let text = match args.format {
         Format::Text => crate::lineage::graph_text(&graph, direction),
         Format::Json => {

@@ -7,15 +7,18 @@
 
 mod args;
 mod bench;
+mod checkpoints;
 mod dlq;
 mod emit;
 mod event_id;
 mod export;
+mod key;
 mod keygen;
 mod lineage;
 mod migrate;
 mod prove;
 mod serve;
+mod status;
 mod verify;
 mod wiring;
 mod worker;
@@ -73,6 +76,19 @@ enum Command {
     Prove(prove::ProveArgs),
     /// Check an inclusion or consistency proof offline, with no store.
     VerifyProof(verify::VerifyProofArgs),
+    /// Is everything up: broker and store reachable, queue depth, dead letters, events stored,
+    /// age of the latest checkpoint. Exit 0 when healthy, 1 when degraded.
+    Status(status::StatusArgs),
+    /// Print the verifier key of the log signing key (for `verify --key` and auditors).
+    Key(key::KeyCmdArgs),
+    /// List the stored signed checkpoints (tree size, time, root).
+    Checkpoints(checkpoints::CheckpointsArgs),
+    /// Print a shell completion script: `geoprov completions bash > /etc/bash_completion.d/geoprov`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The shared flag groups a command takes ([`args`]); `None` for those it does not.
@@ -105,6 +121,10 @@ impl Command {
                 broker: Some(&a.broker),
                 ..Groups::default()
             },
+            Command::Status(a) => Groups {
+                broker: Some(&a.broker),
+                ..Groups::default()
+            },
             Command::Dlq(a) => Groups {
                 broker: Some(&a.broker),
                 ..Groups::default()
@@ -117,12 +137,18 @@ impl Command {
                 key: Some(&a.signing_key),
                 ..Groups::default()
             },
+            Command::Key(a) => Groups {
+                key: Some(&a.signing_key),
+                ..Groups::default()
+            },
             Command::EventId(_)
             | Command::Migrate
             | Command::Lineage(_)
             | Command::Export(_)
             | Command::Prove(_)
-            | Command::VerifyProof(_) => Groups::default(),
+            | Command::VerifyProof(_)
+            | Command::Checkpoints(_)
+            | Command::Completions { .. } => Groups::default(),
         }
     }
 }
@@ -262,6 +288,28 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Verify(args) => verify::run(&config, args).await,
         Command::Prove(args) => prove::run(&config, args).await,
         Command::VerifyProof(args) => verify::run_verify_proof(&config, args),
+        Command::Key(_) => key::run(&config),
+        Command::Status(args) => status::run(&config, args).await,
+        Command::Checkpoints(args) => checkpoints::run(&config, args).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command, "geoprov", &mut out);
+            print_stdout(&String::from_utf8_lossy(&out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Writes `text` to stdout. A closed stdout (`geoprov ... | head -1`) ends the command quietly:
+/// exit 0, nothing more written, no panic.
+pub(super) fn print_stdout(text: &str) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::Failed(format!("cannot write to stdout: {e}"))),
     }
 }
 

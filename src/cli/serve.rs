@@ -104,6 +104,8 @@ pub async fn run(config: &Config, args: ServeArgs) -> Result<ExitCode, CliError>
         metrics,
         token: config.token.clone(),
         max_payload_bytes: args.worker.max_payload_bytes,
+        broker_url: config.broker.to_string(),
+        store_url: config.store.to_string(),
     };
     tracing::info!(
         message = "geoprov serving.",

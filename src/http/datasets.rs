@@ -30,13 +30,14 @@ pub async fn get_lineage(
         return Err(ApiError::BadRequest("depth is at most 100".into()));
     }
     let direction = params.direction.unwrap_or(Direction::Upstream);
-    let graph = crate::lineage::walk(
+    let graph = crate::lineage::walk_known(
         state.store.as_ref(),
         root,
         direction,
         depth,
         crate::lineage::WalkLimits::default(),
     )
-    .await?;
+    .await?
+    .ok_or_else(|| ApiError::NotFound(crate::lineage::unknown_dataset(root)))?;
     Ok(Json(crate::lineage::graph_json(&graph, direction)))
 }

@@ -1,5 +1,6 @@
 //! `ApiError`: the one place where library errors become HTTP answers. Details are logged; the
-//! client gets a short reason as JSON `{"error": "..."}`.
+//! client gets a short reason as JSON `{"error": "..."}` — every error answer, including those
+//! axum's extractors and router write as plain text ([`errors_as_json`]).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -86,4 +87,42 @@ impl IntoResponse for ApiError {
         }
         resp
     }
+}
+
+/// The answer for a path no route serves: 404 with the method and path.
+pub async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+/// Largest plain-text error body turned into JSON; longer ones are cut.
+const MAX_ERROR_TEXT: usize = 4096;
+
+/// Rewrites an error answer that is not JSON (axum's extractor rejections such as a bad
+/// `direction` or `depth`, a 405, a 413 from the body limit) into `{"error": "<its text>"}`, so
+/// that every error the API gives has one shape.
+pub async fn errors_as_json(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_ERROR_TEXT).await {
+        Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        _ => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase(),
+    };
+    let body = serde_json::json!({ "error": text }).to_string();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }

@@ -33,6 +33,11 @@ pub async fn get_prov(
         "",
     )
     .map_err(ApiError::BadRequest)?;
+    if let Some(root) = filter.dataset {
+        if !state.store.mentions_dataset(root).await? {
+            return Err(ApiError::NotFound(crate::lineage::unknown_dataset(root)));
+        }
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     let store = state.store.clone();
     tokio::spawn(async move {

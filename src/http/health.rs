@@ -21,6 +21,23 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// `GET /v1/status`: the broker and the store (see [`crate::status`]); 200 when healthy, 503
+/// when degraded, the same JSON either way.
+pub async fn status(State(state): State<AppState>) -> impl IntoResponse {
+    use crate::status::{broker_status, store_status, Status};
+    let (broker, store) = tokio::join!(
+        broker_status(state.broker.as_ref(), state.broker_url.clone()),
+        store_status(state.store.as_ref(), state.store_url.clone()),
+    );
+    let status = Status::new(Some(broker), store);
+    let code = if status.healthy {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(status))
+}
+
 /// Prometheus text format. Refreshes the queue depth gauge first.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(Some(depth)) = state.broker.depth().await {

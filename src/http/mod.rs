@@ -40,6 +40,10 @@ pub struct AppState {
     pub token: Option<Secret>,
     /// Largest single event accepted, in bytes.
     pub max_payload_bytes: usize,
+    /// The broker's URL as shown (password hidden), for `/v1/status`.
+    pub broker_url: String,
+    /// The store's URL as shown (password hidden), for `/v1/status`.
+    pub store_url: String,
 }
 
 /// Largest request body accepted by `POST /v1/events`: 64 MiB.
@@ -54,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/export/prov", get(export::get_prov))
         .route("/v1/log/checkpoint", get(log::get_checkpoint))
         .route("/v1/log/proof/{event_id}", get(log::get_proof))
+        .route("/v1/status", get(health::status))
         .route("/metrics", get(health::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -62,6 +67,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .merge(protected)
+        .fallback(error::no_route)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(axum::middleware::map_response(error::errors_as_json))
         .with_state(state)
 }

@@ -134,6 +134,31 @@ pub async fn walk(
     })
 }
 
+/// [`walk`], or `None` when no stored event mentions `root` at all (an unknown dataset, told
+/// apart from a source dataset, which is mentioned but reaches nothing).
+///
+/// # Errors
+///
+/// As [`walk`].
+pub async fn walk_known(
+    store: &dyn Store,
+    root: Uuid,
+    direction: Direction,
+    depth: u32,
+    limits: WalkLimits,
+) -> Result<Option<LineageGraph>, StoreError> {
+    let graph = walk(store, root, direction, depth, limits).await?;
+    if graph.edges.is_empty() && !store.mentions_dataset(root).await? {
+        return Ok(None);
+    }
+    Ok(Some(graph))
+}
+
+/// The one-line reason for a dataset no stored event mentions.
+pub fn unknown_dataset(root: Uuid) -> String {
+    format!("no event mentions dataset {root}")
+}
+
 fn too_large(root: Uuid, limits: WalkLimits, what: &str) -> StoreError {
     StoreError::Query(format!(
         "the lineage walk from {root} reaches more than {} {what} (the limit is {} datasets and \

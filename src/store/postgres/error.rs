@@ -23,10 +23,10 @@ use crate::store::StoreError;
 ///   append-only triggers) and SQL errors, which will not heal by retrying.
 pub fn classify(e: tokio_postgres::Error) -> StoreError {
     use std::error::Error as _;
+    let message = describe(&e);
     if let Some(code) = e.code() {
-        return classify_code(code, e.to_string());
+        return classify_code(code, message);
     }
-    let message = e.to_string();
     if e.is_closed() {
         return StoreError::Unavailable(message);
     }
@@ -57,6 +57,35 @@ pub fn classify(e: tokio_postgres::Error) -> StoreError {
         return StoreError::Config(message);
     }
     StoreError::Query(message)
+}
+
+/// The whole message of `e`: the server's own words for a database error (`FATAL 3D000:
+/// database "x" does not exist`, with its detail and hint), otherwise tokio-postgres' text and
+/// the chain of causes under it (`error connecting to server: Connection refused (os error
+/// 111)`), which its `Display` alone leaves out.
+fn describe(e: &tokio_postgres::Error) -> String {
+    use std::error::Error as _;
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" ({detail})"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        return text;
+    }
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 pub(super) fn classify_code(code: &SqlState, message: String) -> StoreError {

@@ -269,8 +269,18 @@ impl PostgresStore {
         self.schema.as_deref()
     }
 
+    /// A pooled connection. Connection errors name the server (user, host, port and database,
+    /// never the password) beside the server's own message.
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(classify_pool)
+        self.pool.get().await.map_err(|e| {
+            let at = |why: String| format!("{}: {why}", self.describe);
+            match classify_pool(e) {
+                StoreError::Unavailable(why) => StoreError::Unavailable(at(why)),
+                StoreError::Config(why) => StoreError::Config(at(why)),
+                StoreError::Schema(why) => StoreError::Schema(at(why)),
+                other => other,
+            }
+        })
     }
 
     /// A pooled connection, after checking (once per store) that the schema is current.
