@@ -15,6 +15,8 @@ pub mod checkpointer;
 pub mod pipeline;
 pub mod rate_limit;
 pub mod retry;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
