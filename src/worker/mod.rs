@@ -279,24 +279,60 @@ impl Worker {
         outcome: &mut BatchOutcome,
     ) -> Result<(), WorkerError> {
         let tags: Vec<DeliveryTag> = held.iter().map(|d| d.tag.clone()).collect();
-        let mut failures = 0u32;
         let mut last_extend = Instant::now();
+        match self
+            .commit_holding(&events, &tags, &mut last_extend)
+            .await?
+        {
+            Commit::Stored(report) => {
+                outcome.persisted += report.inserted;
+                outcome.duplicates += report.duplicates;
+                self.consumer.ack(&tags).await?;
+                if let Some(results) = self.results.clone() {
+                    store_results(results, &tasks, &events).await;
+                }
+                Ok(())
+            }
+            Commit::Stopped => {
+                // Cannot finish this batch: give it back for immediate redelivery.
+                self.give_back(&tags, outcome).await?;
+                outcome.stopped = true;
+                Ok(())
+            }
+            Commit::Fatal(error) => {
+                // Nothing can be stored until an operator acts: give the batch back and stop.
+                self.give_back(&tags, outcome).await?;
+                Err(WorkerError::Store(error))
+            }
+            Commit::Refused(error) => {
+                tracing::error!(message = "Store refused the batch; committing events one by one.", %error);
+                self.commit_one_by_one(events, held, tasks, last_extend, outcome)
+                    .await
+            }
+        }
+    }
+
+    /// Commit `events`, holding through outages: while the store is unavailable, retry with
+    /// capped exponential backoff and jitter, forever, keeping the leases of `held` (every
+    /// delivery still in hand) alive. `last_extend` is when those leases were last renewed.
+    /// Errs only when the broker fails.
+    async fn commit_holding(
+        &mut self,
+        events: &[LineageEvent],
+        held: &[DeliveryTag],
+        last_extend: &mut Instant,
+    ) -> Result<Commit, WorkerError> {
+        let mut failures = 0u32;
         loop {
             let started = Instant::now();
-            match self.store.commit_batch(&events).await {
+            match self.store.commit_batch(events).await {
                 Ok(report) => {
                     if !self.store_up {
                         self.store_up = true;
                         metrics::store_state_changed(true, "commit succeeded");
                     }
                     metrics::batch_committed(report.inserted, report.duplicates, started.elapsed());
-                    outcome.persisted += report.inserted;
-                    outcome.duplicates += report.duplicates;
-                    self.consumer.ack(&tags).await?;
-                    if let Some(results) = self.results.clone() {
-                        store_results(results, &tasks, &events).await;
-                    }
-                    return Ok(());
+                    return Ok(Commit::Stored(report));
                 }
                 Err(error) if error.is_transient() => {
                     if self.store_up {
@@ -308,47 +344,52 @@ impl Worker {
                     metrics::commit_retry(&error, delay);
                     // Keep the leases alive well within the visibility timeout.
                     if last_extend.elapsed() >= self.options.visibility_timeout / 3 {
-                        self.consumer.extend(&tags).await?;
-                        last_extend = Instant::now();
+                        self.consumer.extend(held).await?;
+                        *last_extend = Instant::now();
                     }
                     let mut shutdown = self.shutdown.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.requested() => {
-                            // Cannot finish this batch: give it back for immediate redelivery.
-                            self.consumer.retry_later(&tags, Duration::ZERO).await?;
-                            outcome.retried += tags.len();
-                            outcome.stopped = true;
-                            return Ok(());
-                        }
+                        _ = shutdown.requested() => return Ok(Commit::Stopped),
                     }
                 }
-                Err(error) if error.is_fatal() => {
-                    // Nothing can be stored until an operator acts: give the batch back and stop.
-                    self.consumer.retry_later(&tags, Duration::ZERO).await?;
-                    outcome.retried += tags.len();
-                    return Err(WorkerError::Store(error));
-                }
-                Err(error) => {
-                    tracing::error!(message = "Store refused the batch; committing events one by one.", %error);
-                    return self.commit_one_by_one(events, held, tasks, outcome).await;
-                }
+                Err(error) if error.is_fatal() => return Ok(Commit::Fatal(error)),
+                Err(error) => return Ok(Commit::Refused(error)),
             }
         }
     }
 
+    /// Give deliveries back for immediate redelivery.
+    async fn give_back(
+        &mut self,
+        tags: &[DeliveryTag],
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), WorkerError> {
+        self.consumer.retry_later(tags, Duration::ZERO).await?;
+        outcome.retried += tags.len();
+        Ok(())
+    }
+
     /// A permanent store error: isolate the event(s) that cause it. Those that commit are
-    /// acknowledged; the others are retried later and dead-lettered after `max_retries`.
+    /// acknowledged; the others are retried later and dead-lettered after `max_retries`. An
+    /// outage on the way is held through (the deliveries not yet settled stay leased), and a
+    /// fatal error gives those back and stops, as for a whole batch.
     async fn commit_one_by_one(
         &mut self,
         events: Vec<LineageEvent>,
         held: Vec<Delivery>,
         tasks: Vec<Option<TaskRef>>,
+        mut last_extend: Instant,
         outcome: &mut BatchOutcome,
     ) -> Result<(), WorkerError> {
-        for ((event, delivery), task) in events.into_iter().zip(held).zip(tasks) {
-            match self.store.commit_batch(std::slice::from_ref(&event)).await {
-                Ok(report) => {
+        let tags: Vec<DeliveryTag> = held.iter().map(|d| d.tag.clone()).collect();
+        for (i, ((event, delivery), task)) in events.into_iter().zip(held).zip(tasks).enumerate() {
+            let unsettled = &tags[i..];
+            match self
+                .commit_holding(std::slice::from_ref(&event), unsettled, &mut last_extend)
+                .await?
+            {
+                Commit::Stored(report) => {
                     outcome.persisted += report.inserted;
                     outcome.duplicates += report.duplicates;
                     self.consumer
@@ -358,13 +399,22 @@ impl Worker {
                         store_results(results, &[task], std::slice::from_ref(&event)).await;
                     }
                 }
-                Err(error) if delivery.attempt > self.options.max_retries => {
+                Commit::Stopped => {
+                    self.give_back(unsettled, outcome).await?;
+                    outcome.stopped = true;
+                    return Ok(());
+                }
+                Commit::Fatal(error) => {
+                    self.give_back(unsettled, outcome).await?;
+                    return Err(WorkerError::Store(error));
+                }
+                Commit::Refused(error) if delivery.attempt > self.options.max_retries => {
                     let reason = format!("store refused it {} times: {error}", delivery.attempt);
                     metrics::dead_lettered(&reason);
                     self.consumer.dead_letter(&[(delivery, reason)]).await?;
                     outcome.dead_lettered += 1;
                 }
-                Err(error) => {
+                Commit::Refused(error) => {
                     let delay = self.options.backoff.delay(delivery.attempt);
                     metrics::commit_retry(&error, delay);
                     self.consumer
@@ -376,6 +426,18 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// How [`Worker::commit_holding`] ended.
+enum Commit {
+    /// Stored.
+    Stored(crate::store::CommitReport),
+    /// Shutdown was requested while the store was unavailable.
+    Stopped,
+    /// No event can be stored until an operator acts ([`StoreError::is_fatal`]).
+    Fatal(StoreError),
+    /// The store refused these events for good (neither transient nor fatal).
+    Refused(StoreError),
 }
 
 /// Best effort: write the results of the committed events that came from Celery tasks which

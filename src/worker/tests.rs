@@ -337,6 +337,8 @@ enum Step {
     Unavailable,
     /// `StoreError::Schema` (an operator must act).
     Fatal,
+    /// The standing rules (outage window, refused datasets), as with no script.
+    Rules,
 }
 
 #[derive(Default)]
@@ -399,13 +401,15 @@ impl Store for FakeStore {
                 Some(Step::Fatal) => Err(StoreError::Schema(
                     "schema version 9 is newer than this geoprov".into(),
                 )),
-                None if state.down_until.is_some_and(|t| Instant::now() < t) => {
+                Some(Step::Rules) | None
+                    if state.down_until.is_some_and(|t| Instant::now() < t) =>
+                {
                     Err(StoreError::Unavailable("connection refused".into()))
                 }
-                None if datasets.iter().any(|d| state.refused.contains(d)) => {
+                Some(Step::Rules) | None if datasets.iter().any(|d| state.refused.contains(d)) => {
                     Err(StoreError::Query(REFUSAL.into()))
                 }
-                None => {
+                Some(Step::Rules) | None => {
                     let mut report = CommitReport::default();
                     for event in batch {
                         if state.stored.insert(event.event_id) {
@@ -1079,4 +1083,87 @@ async fn fatal_store_error_gives_the_batch_back_unacked_and_stops_the_loop() {
     assert_eq!(broker.attempts_received(&tags[0]), vec![1, 2]);
     assert!(broker.acked().is_empty());
     assert!(broker.dead_letters().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regressions.
+
+/// The store refuses a batch for one bad event, then goes down while the worker commits the
+/// batch event by event. The outage must be held through like any other: before the fix each
+/// good event's `Unavailable` counted as a refusal, so it was given back (burning a retry) or,
+/// on its last allowed delivery, dead-lettered although nothing was wrong with it.
+#[tokio::test(start_paused = true)]
+async fn regression_outage_during_the_one_by_one_pass_burns_retries_and_dead_letters_good_events() {
+    let options = WorkerOptions::default();
+    let last = options.max_retries + 1;
+    let mut s = setup(options);
+    s.store.refuse(dataset(61));
+    // The batch is refused (it holds 61); then the first single commit finds the store down.
+    s.store.then(Step::Rules);
+    s.store.fail_unavailable(4);
+    let last_chance = s.broker.push_at_attempt(event_json(dataset(60)), last);
+    let bad = s.broker.push(event_json(dataset(61)));
+    let fresh = s.broker.push(event_json(dataset(62)));
+
+    let outcome = step(&mut s.worker).await;
+    assert_eq!(
+        outcome,
+        BatchOutcome {
+            received: 3,
+            persisted: 2,
+            retried: 1,
+            ..BatchOutcome::default()
+        }
+    );
+    assert!(
+        s.broker.dead_letters().is_empty(),
+        "{:?}",
+        s.broker.dead_letters()
+    );
+    assert!(s.broker.retries_of(&last_chance).is_empty());
+    assert!(
+        s.broker.retries_of(&fresh).is_empty(),
+        "a retry burned on an outage"
+    );
+    assert_eq!(s.broker.retries_of(&bad).len(), 1);
+    assert_eq!(s.broker.acked(), vec![last_chance, fresh]);
+    s.broker.assert_acks_follow_commits();
+}
+
+/// A fatal store error (schema, configuration) while committing event by event must stop the
+/// worker with the rest of the batch given back, as it does for a whole batch. Before the fix
+/// it counted as a refusal of that one event: given back with a retry burned, or dead-lettered
+/// on its last allowed delivery, and the worker went on.
+#[tokio::test(start_paused = true)]
+async fn regression_fatal_error_during_the_one_by_one_pass_dead_letters_instead_of_stopping() {
+    let options = WorkerOptions::default();
+    let last = options.max_retries + 1;
+    let mut s = setup(options);
+    s.store.refuse(dataset(71));
+    s.store.then(Step::Rules);
+    s.store.then(Step::Fatal);
+    let last_chance = s.broker.push_at_attempt(event_json(dataset(70)), last);
+    let bad = s.broker.push(event_json(dataset(71)));
+
+    match s.worker.try_process_batch().await {
+        Err(WorkerError::Store(error)) => assert!(error.is_fatal(), "{error}"),
+        other => panic!("the worker went on after a fatal store error: {other:?}"),
+    }
+    assert!(
+        s.broker.dead_letters().is_empty(),
+        "{:?}",
+        s.broker.dead_letters()
+    );
+    assert!(s.broker.acked().is_empty());
+    let given_back: Vec<Call> = s
+        .broker
+        .calls()
+        .into_iter()
+        .map(|(_, c)| c)
+        .filter(|c| matches!(c, Call::RetryLater(..)))
+        .collect();
+    assert!(
+        matches!(&given_back[..], [Call::RetryLater(t, d)] if *t == [last_chance.clone(), bad.clone()] && d.is_zero()),
+        "{given_back:?}"
+    );
 }
