@@ -186,7 +186,7 @@ impl Worker {
     /// the rest (holding through outages), acknowledge.
     pub async fn try_process_batch(&mut self) -> Result<BatchOutcome, WorkerError> {
         let mut outcome = BatchOutcome::default();
-        let deliveries = self.collect_batch().await?;
+        let (deliveries, leased_at) = self.collect_batch().await?;
         if deliveries.is_empty() {
             outcome.stopped = self.shutdown.is_requested();
             return Ok(outcome);
@@ -236,13 +236,14 @@ impl Worker {
         if let Some(limiter) = &self.limiter {
             limiter.acquire(events.len()).await;
         }
-        self.commit_and_ack(events, held, tasks, &mut outcome)
+        self.commit_and_ack(events, held, tasks, leased_at, &mut outcome)
             .await?;
         Ok(outcome)
     }
 
     /// Receive up to `batch_size` messages: wait for the first, then linger briefly to fill.
-    async fn collect_batch(&mut self) -> Result<Vec<Delivery>, WorkerError> {
+    /// Returns them with the instant the first ones arrived, when their leases started.
+    async fn collect_batch(&mut self) -> Result<(Vec<Delivery>, Instant), WorkerError> {
         let max = match &self.limiter {
             Some(l) => self.options.batch_size.min(l.burst()),
             None => self.options.batch_size,
@@ -251,10 +252,11 @@ impl Worker {
         let mut shutdown = self.shutdown.clone();
         let mut batch = tokio::select! {
             r = self.consumer.receive(max, self.options.poll) => r?,
-            _ = shutdown.requested() => return Ok(Vec::new()),
+            _ = shutdown.requested() => return Ok((Vec::new(), Instant::now())),
         };
+        let leased_at = Instant::now();
         if batch.is_empty() || batch.len() >= max {
-            return Ok(batch);
+            return Ok((batch, leased_at));
         }
         let deadline = Instant::now() + self.options.linger;
         while batch.len() < max {
@@ -268,7 +270,7 @@ impl Worker {
             }
             batch.extend(more);
         }
-        Ok(batch)
+        Ok((batch, leased_at))
     }
 
     async fn commit_and_ack(
@@ -276,10 +278,11 @@ impl Worker {
         events: Vec<LineageEvent>,
         held: Vec<Delivery>,
         tasks: Vec<Option<TaskRef>>,
+        leased_at: Instant,
         outcome: &mut BatchOutcome,
     ) -> Result<(), WorkerError> {
         let tags: Vec<DeliveryTag> = held.iter().map(|d| d.tag.clone()).collect();
-        let mut last_extend = Instant::now();
+        let mut last_extend = leased_at;
         match self
             .commit_holding(&events, &tags, &mut last_extend)
             .await?
@@ -324,6 +327,9 @@ impl Worker {
     ) -> Result<Commit, WorkerError> {
         let mut failures = 0u32;
         loop {
+            // Before every attempt too: committing a refused batch event by event, or waiting
+            // for the rate limiter, can take longer than the leases.
+            self.extend_if_due(held, last_extend).await?;
             let started = Instant::now();
             match self.store.commit_batch(events).await {
                 Ok(report) => {
@@ -342,21 +348,58 @@ impl Worker {
                     let delay = self.options.backoff.delay(failures);
                     failures = failures.saturating_add(1);
                     metrics::commit_retry(&error, delay);
-                    // Keep the leases alive well within the visibility timeout.
-                    if last_extend.elapsed() >= self.options.visibility_timeout / 3 {
-                        self.consumer.extend(held).await?;
-                        *last_extend = Instant::now();
-                    }
-                    let mut shutdown = self.shutdown.clone();
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.requested() => return Ok(Commit::Stopped),
+                    if !self.hold(held, delay, last_extend).await? {
+                        return Ok(Commit::Stopped);
                     }
                 }
                 Err(error) if error.is_fatal() => return Ok(Commit::Fatal(error)),
                 Err(error) => return Ok(Commit::Refused(error)),
             }
         }
+    }
+
+    /// Wait `delay` before the next commit attempt, renewing the leases of `held` every third of
+    /// the visibility timeout meanwhile: the backoff delay (up to its cap) may be longer than
+    /// the timeout. False when shutdown was requested.
+    async fn hold(
+        &mut self,
+        held: &[DeliveryTag],
+        delay: Duration,
+        last_extend: &mut Instant,
+    ) -> Result<bool, WorkerError> {
+        let retry_at = Instant::now() + delay;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            self.extend_if_due(held, last_extend).await?;
+            let wake = retry_at.min(*last_extend + self.extend_every());
+            if wake <= Instant::now() {
+                return Ok(true);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = shutdown.requested() => return Ok(false),
+            }
+        }
+    }
+
+    /// Renew the leases of `held` when a third of the visibility timeout passed since
+    /// `last_extend`, so that they stay alive well within it.
+    async fn extend_if_due(
+        &mut self,
+        held: &[DeliveryTag],
+        last_extend: &mut Instant,
+    ) -> Result<(), WorkerError> {
+        if last_extend.elapsed() >= self.extend_every() {
+            self.consumer.extend(held).await?;
+            *last_extend = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// How often held leases are renewed: a third of the visibility timeout, and not more
+    /// often than every 100ms (a zero timeout would otherwise renew in a busy loop).
+    fn extend_every(&self) -> Duration {
+        (self.options.visibility_timeout / 3).max(Duration::from_millis(100))
     }
 
     /// Give deliveries back for immediate redelivery.
