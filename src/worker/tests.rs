@@ -1268,3 +1268,74 @@ async fn regression_leases_lapse_during_a_long_one_by_one_pass() {
     s.broker.assert_leases_kept();
     s.broker.assert_acks_follow_commits();
 }
+
+/// The longest any delivery waited between its receive and its ack.
+fn longest_hold(calls: &[(Instant, Call)]) -> Duration {
+    let mut received: HashMap<&DeliveryTag, Instant> = HashMap::new();
+    let mut longest = Duration::ZERO;
+    for (at, call) in calls {
+        match call {
+            Call::Receive(got) => received.extend(got.iter().map(|(tag, _)| (tag, *at))),
+            Call::Ack(tags) => {
+                for tag in tags {
+                    longest = longest.max(*at - received[tag]);
+                }
+            }
+            _ => {}
+        }
+    }
+    longest
+}
+
+/// Workers sharing one limiter: a worker that waited for tokens could lose them, on every
+/// wake-up, to the worker that had just committed and came back for more, and so hold its
+/// batch (and lapse its leases) for as long as the others kept busy. Here two workers shared
+/// `--rate-limit 100/s` over 4,000 events: one held its first batch for about 39s.
+#[tokio::test(start_paused = true)]
+async fn regression_shared_rate_limiter_starves_a_worker() {
+    const WORKERS: u32 = 2;
+    let options = WorkerOptions::default();
+    let Setup {
+        broker,
+        store,
+        trigger,
+        worker,
+    } = setup_limited(options.clone(), None);
+    let limiter = Arc::new(RateLimiter::new(Rate { per_second: 100.0 }));
+    for n in 0..4000 {
+        broker.push_event(dataset(2000 + n));
+    }
+    let mut running = vec![tokio::spawn(
+        worker.with_rate_limiter(limiter.clone()).run(),
+    )];
+    for _ in 1..WORKERS {
+        let shutdown = trigger.subscribe();
+        let another = Worker::new(
+            broker.consumer(),
+            store.clone(),
+            Arc::new(NativeDecoder::default()),
+            options.clone(),
+            shutdown,
+        )
+        .with_rate_limiter(limiter.clone());
+        running.push(tokio::spawn(another.run()));
+    }
+    while !broker.settled() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    trigger.trigger();
+    for task in running {
+        task.await.expect("a worker loop panicked");
+    }
+
+    // Each worker takes a burst (100 events, one second's worth) at a time: a batch waits for
+    // the batches reserved before it, one second each, and no longer.
+    let longest = longest_hold(&broker.calls());
+    assert!(
+        longest <= Duration::from_secs(WORKERS.into()) + TICK,
+        "a batch was held {longest:?}"
+    );
+    assert_eq!(broker.acked().len(), 4000);
+    broker.assert_leases_kept();
+    broker.assert_acks_follow_commits();
+}
