@@ -233,9 +233,6 @@ impl Worker {
         if events.is_empty() {
             return Ok(outcome);
         }
-        if let Some(limiter) = &self.limiter {
-            limiter.acquire(events.len()).await;
-        }
         self.commit_and_ack(events, held, tasks, leased_at, &mut outcome)
             .await?;
         Ok(outcome)
@@ -283,6 +280,12 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         let tags: Vec<DeliveryTag> = held.iter().map(|d| d.tag.clone()).collect();
         let mut last_extend = leased_at;
+        if let Some(limiter) = self.limiter.clone() {
+            // A slow limit, or many workers sharing one, can make this wait outlive the leases.
+            let ready = limiter.reserve(events.len());
+            self.wait_holding(&tags, ready, &mut last_extend, false)
+                .await?;
+        }
         match self
             .commit_holding(&events, &tags, &mut last_extend)
             .await?
@@ -327,8 +330,8 @@ impl Worker {
     ) -> Result<Commit, WorkerError> {
         let mut failures = 0u32;
         loop {
-            // Before every attempt too: committing a refused batch event by event, or waiting
-            // for the rate limiter, can take longer than the leases.
+            // Before every attempt too: committing a refused batch event by event can take
+            // longer than the leases.
             self.extend_if_due(held, last_extend).await?;
             let started = Instant::now();
             match self.store.commit_batch(events).await {
@@ -348,7 +351,8 @@ impl Worker {
                     let delay = self.options.backoff.delay(failures);
                     failures = failures.saturating_add(1);
                     metrics::commit_retry(&error, delay);
-                    if !self.hold(held, delay, last_extend).await? {
+                    let retry_at = Instant::now() + delay;
+                    if !self.wait_holding(held, retry_at, last_extend, true).await? {
                         return Ok(Commit::Stopped);
                     }
                 }
@@ -358,26 +362,27 @@ impl Worker {
         }
     }
 
-    /// Wait `delay` before the next commit attempt, renewing the leases of `held` every third of
-    /// the visibility timeout meanwhile: the backoff delay (up to its cap) may be longer than
-    /// the timeout. False when shutdown was requested.
-    async fn hold(
+    /// Wait until `until` (the next commit attempt, or the rate limiter's go), renewing the
+    /// leases of `held` every third of the visibility timeout meanwhile: the backoff delay (up
+    /// to its cap) or the limiter's wait may be longer than the timeout. With `stoppable`, a
+    /// shutdown request ends the wait early and this returns false.
+    async fn wait_holding(
         &mut self,
         held: &[DeliveryTag],
-        delay: Duration,
+        until: Instant,
         last_extend: &mut Instant,
+        stoppable: bool,
     ) -> Result<bool, WorkerError> {
-        let retry_at = Instant::now() + delay;
         let mut shutdown = self.shutdown.clone();
         loop {
             self.extend_if_due(held, last_extend).await?;
-            let wake = retry_at.min(*last_extend + self.extend_every());
+            let wake = until.min(*last_extend + self.extend_every());
             if wake <= Instant::now() {
                 return Ok(true);
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
-                _ = shutdown.requested() => return Ok(false),
+                _ = shutdown.requested(), if stoppable => return Ok(false),
             }
         }
     }

@@ -1339,3 +1339,26 @@ async fn regression_shared_rate_limiter_starves_a_worker() {
     broker.assert_leases_kept();
     broker.assert_acks_follow_commits();
 }
+
+/// With a slow limit (`--rate-limit 100/h`: one event every 36s, over the 30s visibility
+/// timeout) the wait for the limiter outlived the leases of the batch in hand, which nothing
+/// renewed then: every message but the first was redelivered while still held.
+#[tokio::test(start_paused = true)]
+async fn regression_leases_lapse_while_waiting_for_a_slow_rate_limit() {
+    let mut s = setup_limited(WorkerOptions::default(), Some(100.0 / 3600.0));
+    let tags: Vec<DeliveryTag> = (140..143)
+        .map(|n| s.broker.push_event(dataset(n)))
+        .collect();
+    let start = Instant::now();
+    while s.broker.acked().len() < tags.len() {
+        step(&mut s.worker).await;
+    }
+    assert!(
+        start.elapsed() >= Duration::from_secs(72),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(s.broker.acked(), tags);
+    s.broker.assert_leases_kept();
+    s.broker.assert_acks_follow_commits();
+}
