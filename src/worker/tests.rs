@@ -3,7 +3,7 @@
 //! instant it happened, and the tests drive [`Worker::try_process_batch`] one iteration at a
 //! time (or a whole [`Worker::run`]).
 //!
-//! Not for: the real brokers and stores (their conformance suites live with them).
+//! Not for: the real brokers and stores, which the integration tests (`tests/it`) cover.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -954,8 +954,8 @@ async fn rate_limit_caps_persisted_events_per_second() {
             );
         }
     }
-    // In particular no second-long window holds more than the limit (batches are capped at the
-    // burst and taken a full second apart).
+    // Here, moreover, no second-long window holds more than the limit: batches are capped at the
+    // burst and taken a full second apart.
     for (i, (from, _)) in stored.iter().enumerate() {
         let in_window: usize = stored[i..]
             .iter()
