@@ -15,6 +15,8 @@ pub mod checkpointer;
 pub mod pipeline;
 pub mod rate_limit;
 pub mod retry;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -184,7 +186,7 @@ impl Worker {
     /// the rest (holding through outages), acknowledge.
     pub async fn try_process_batch(&mut self) -> Result<BatchOutcome, WorkerError> {
         let mut outcome = BatchOutcome::default();
-        let deliveries = self.collect_batch().await?;
+        let (deliveries, leased_at) = self.collect_batch().await?;
         if deliveries.is_empty() {
             outcome.stopped = self.shutdown.is_requested();
             return Ok(outcome);
@@ -231,16 +233,14 @@ impl Worker {
         if events.is_empty() {
             return Ok(outcome);
         }
-        if let Some(limiter) = &self.limiter {
-            limiter.acquire(events.len()).await;
-        }
-        self.commit_and_ack(events, held, tasks, &mut outcome)
+        self.commit_and_ack(events, held, tasks, leased_at, &mut outcome)
             .await?;
         Ok(outcome)
     }
 
     /// Receive up to `batch_size` messages: wait for the first, then linger briefly to fill.
-    async fn collect_batch(&mut self) -> Result<Vec<Delivery>, WorkerError> {
+    /// Returns them with the instant the first ones arrived, when their leases started.
+    async fn collect_batch(&mut self) -> Result<(Vec<Delivery>, Instant), WorkerError> {
         let max = match &self.limiter {
             Some(l) => self.options.batch_size.min(l.burst()),
             None => self.options.batch_size,
@@ -249,10 +249,11 @@ impl Worker {
         let mut shutdown = self.shutdown.clone();
         let mut batch = tokio::select! {
             r = self.consumer.receive(max, self.options.poll) => r?,
-            _ = shutdown.requested() => return Ok(Vec::new()),
+            _ = shutdown.requested() => return Ok((Vec::new(), Instant::now())),
         };
+        let leased_at = Instant::now();
         if batch.is_empty() || batch.len() >= max {
-            return Ok(batch);
+            return Ok((batch, leased_at));
         }
         let deadline = Instant::now() + self.options.linger;
         while batch.len() < max {
@@ -266,7 +267,7 @@ impl Worker {
             }
             batch.extend(more);
         }
-        Ok(batch)
+        Ok((batch, leased_at))
     }
 
     async fn commit_and_ack(
@@ -274,27 +275,73 @@ impl Worker {
         events: Vec<LineageEvent>,
         held: Vec<Delivery>,
         tasks: Vec<Option<TaskRef>>,
+        leased_at: Instant,
         outcome: &mut BatchOutcome,
     ) -> Result<(), WorkerError> {
         let tags: Vec<DeliveryTag> = held.iter().map(|d| d.tag.clone()).collect();
+        let mut last_extend = leased_at;
+        if let Some(limiter) = self.limiter.clone() {
+            // A slow limit, or many workers sharing one, can make this wait outlive the leases.
+            let ready = limiter.reserve(events.len());
+            self.wait_holding(&tags, ready, &mut last_extend, false)
+                .await?;
+        }
+        match self
+            .commit_holding(&events, &tags, &mut last_extend)
+            .await?
+        {
+            Commit::Stored(report) => {
+                outcome.persisted += report.inserted;
+                outcome.duplicates += report.duplicates;
+                self.consumer.ack(&tags).await?;
+                if let Some(results) = self.results.clone() {
+                    store_results(results, &tasks, &events).await;
+                }
+                Ok(())
+            }
+            Commit::Stopped => {
+                // Cannot finish this batch: give it back for immediate redelivery.
+                self.give_back(&tags, outcome).await?;
+                outcome.stopped = true;
+                Ok(())
+            }
+            Commit::Fatal(error) => {
+                // Nothing can be stored until an operator acts: give the batch back and stop.
+                self.give_back(&tags, outcome).await?;
+                Err(WorkerError::Store(error))
+            }
+            Commit::Refused(error) => {
+                tracing::error!(message = "Store refused the batch; committing events one by one.", %error);
+                self.commit_one_by_one(events, held, tasks, last_extend, outcome)
+                    .await
+            }
+        }
+    }
+
+    /// Commit `events`, holding through outages: while the store is unavailable, retry with
+    /// capped exponential backoff and jitter, forever, keeping the leases of `held` (every
+    /// delivery still in hand) alive. `last_extend` is when those leases were last renewed.
+    /// Errs only when the broker fails.
+    async fn commit_holding(
+        &mut self,
+        events: &[LineageEvent],
+        held: &[DeliveryTag],
+        last_extend: &mut Instant,
+    ) -> Result<Commit, WorkerError> {
         let mut failures = 0u32;
-        let mut last_extend = Instant::now();
         loop {
+            // Before every attempt too: committing a refused batch event by event can take
+            // longer than the leases.
+            self.extend_if_due(held, last_extend).await?;
             let started = Instant::now();
-            match self.store.commit_batch(&events).await {
+            match self.store.commit_batch(events).await {
                 Ok(report) => {
                     if !self.store_up {
                         self.store_up = true;
                         metrics::store_state_changed(true, "commit succeeded");
                     }
                     metrics::batch_committed(report.inserted, report.duplicates, started.elapsed());
-                    outcome.persisted += report.inserted;
-                    outcome.duplicates += report.duplicates;
-                    self.consumer.ack(&tags).await?;
-                    if let Some(results) = self.results.clone() {
-                        store_results(results, &tasks, &events).await;
-                    }
-                    return Ok(());
+                    return Ok(Commit::Stored(report));
                 }
                 Err(error) if error.is_transient() => {
                     if self.store_up {
@@ -304,49 +351,93 @@ impl Worker {
                     let delay = self.options.backoff.delay(failures);
                     failures = failures.saturating_add(1);
                     metrics::commit_retry(&error, delay);
-                    // Keep the leases alive well within the visibility timeout.
-                    if last_extend.elapsed() >= self.options.visibility_timeout / 3 {
-                        self.consumer.extend(&tags).await?;
-                        last_extend = Instant::now();
-                    }
-                    let mut shutdown = self.shutdown.clone();
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.requested() => {
-                            // Cannot finish this batch: give it back for immediate redelivery.
-                            self.consumer.retry_later(&tags, Duration::ZERO).await?;
-                            outcome.retried += tags.len();
-                            outcome.stopped = true;
-                            return Ok(());
-                        }
+                    let retry_at = Instant::now() + delay;
+                    if !self.wait_holding(held, retry_at, last_extend, true).await? {
+                        return Ok(Commit::Stopped);
                     }
                 }
-                Err(error) if error.is_fatal() => {
-                    // Nothing can be stored until an operator acts: give the batch back and stop.
-                    self.consumer.retry_later(&tags, Duration::ZERO).await?;
-                    outcome.retried += tags.len();
-                    return Err(WorkerError::Store(error));
-                }
-                Err(error) => {
-                    tracing::error!(message = "Store refused the batch; committing events one by one.", %error);
-                    return self.commit_one_by_one(events, held, tasks, outcome).await;
-                }
+                Err(error) if error.is_fatal() => return Ok(Commit::Fatal(error)),
+                Err(error) => return Ok(Commit::Refused(error)),
             }
         }
     }
 
+    /// Wait until `until` (the next commit attempt, or the rate limiter's go), renewing the
+    /// leases of `held` every third of the visibility timeout meanwhile: the backoff delay (up
+    /// to its cap) or the limiter's wait may be longer than the timeout. With `stoppable`, a
+    /// shutdown request ends the wait early and this returns false.
+    async fn wait_holding(
+        &mut self,
+        held: &[DeliveryTag],
+        until: Instant,
+        last_extend: &mut Instant,
+        stoppable: bool,
+    ) -> Result<bool, WorkerError> {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            self.extend_if_due(held, last_extend).await?;
+            let wake = until.min(*last_extend + self.extend_every());
+            if wake <= Instant::now() {
+                return Ok(true);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = shutdown.requested(), if stoppable => return Ok(false),
+            }
+        }
+    }
+
+    /// Renew the leases of `held` when a third of the visibility timeout passed since
+    /// `last_extend`, so that they stay alive well within it.
+    async fn extend_if_due(
+        &mut self,
+        held: &[DeliveryTag],
+        last_extend: &mut Instant,
+    ) -> Result<(), WorkerError> {
+        if last_extend.elapsed() >= self.extend_every() {
+            self.consumer.extend(held).await?;
+            *last_extend = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// How often held leases are renewed: a third of the visibility timeout, and not more
+    /// often than every 100ms (a zero timeout would otherwise renew in a busy loop).
+    fn extend_every(&self) -> Duration {
+        (self.options.visibility_timeout / 3).max(Duration::from_millis(100))
+    }
+
+    /// Give deliveries back for immediate redelivery.
+    async fn give_back(
+        &mut self,
+        tags: &[DeliveryTag],
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), WorkerError> {
+        self.consumer.retry_later(tags, Duration::ZERO).await?;
+        outcome.retried += tags.len();
+        Ok(())
+    }
+
     /// A permanent store error: isolate the event(s) that cause it. Those that commit are
-    /// acknowledged; the others are retried later and dead-lettered after `max_retries`.
+    /// acknowledged; the others are retried later and dead-lettered after `max_retries`. An
+    /// outage on the way is held through (the deliveries not yet settled stay leased), and a
+    /// fatal error gives those back and stops, as for a whole batch.
     async fn commit_one_by_one(
         &mut self,
         events: Vec<LineageEvent>,
         held: Vec<Delivery>,
         tasks: Vec<Option<TaskRef>>,
+        mut last_extend: Instant,
         outcome: &mut BatchOutcome,
     ) -> Result<(), WorkerError> {
-        for ((event, delivery), task) in events.into_iter().zip(held).zip(tasks) {
-            match self.store.commit_batch(std::slice::from_ref(&event)).await {
-                Ok(report) => {
+        let tags: Vec<DeliveryTag> = held.iter().map(|d| d.tag.clone()).collect();
+        for (i, ((event, delivery), task)) in events.into_iter().zip(held).zip(tasks).enumerate() {
+            let unsettled = &tags[i..];
+            match self
+                .commit_holding(std::slice::from_ref(&event), unsettled, &mut last_extend)
+                .await?
+            {
+                Commit::Stored(report) => {
                     outcome.persisted += report.inserted;
                     outcome.duplicates += report.duplicates;
                     self.consumer
@@ -356,13 +447,22 @@ impl Worker {
                         store_results(results, &[task], std::slice::from_ref(&event)).await;
                     }
                 }
-                Err(error) if delivery.attempt > self.options.max_retries => {
+                Commit::Stopped => {
+                    self.give_back(unsettled, outcome).await?;
+                    outcome.stopped = true;
+                    return Ok(());
+                }
+                Commit::Fatal(error) => {
+                    self.give_back(unsettled, outcome).await?;
+                    return Err(WorkerError::Store(error));
+                }
+                Commit::Refused(error) if delivery.attempt > self.options.max_retries => {
                     let reason = format!("store refused it {} times: {error}", delivery.attempt);
                     metrics::dead_lettered(&reason);
                     self.consumer.dead_letter(&[(delivery, reason)]).await?;
                     outcome.dead_lettered += 1;
                 }
-                Err(error) => {
+                Commit::Refused(error) => {
                     let delay = self.options.backoff.delay(delivery.attempt);
                     metrics::commit_retry(&error, delay);
                     self.consumer
@@ -374,6 +474,18 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// How [`Worker::commit_holding`] ended.
+enum Commit {
+    /// Stored.
+    Stored(crate::store::CommitReport),
+    /// Shutdown was requested while the store was unavailable.
+    Stopped,
+    /// No event can be stored until an operator acts ([`StoreError::is_fatal`]).
+    Fatal(StoreError),
+    /// The store refused these events for good (neither transient nor fatal).
+    Refused(StoreError),
 }
 
 /// Best effort: write the results of the committed events that came from Celery tasks which
