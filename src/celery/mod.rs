@@ -6,7 +6,7 @@
 //! client. The Redis and RabbitMQ backends in `broker/` fetch the bytes, call
 //! [`decode_redis_envelope`] or [`decode_amqp`], and act on the result or on the error's
 //! [`CeleryError::kind`]. `shared/docs/celery-wire.md` describes the formats; the raw captures in
-//! `shared/fixtures/celery/` are decoded by this module's tests.
+//! `tests/fixtures/celery/` are decoded by this module's tests.
 //!
 //! Not for: popping, acking, requeueing, dead-lettering or storing anything; validating the
 //! lineage payload itself (that is [`crate::event`]).

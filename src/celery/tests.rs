@@ -1,4 +1,4 @@
-//! Decoding the real captures in `shared/fixtures/celery/`, and every refusal path.
+//! Decoding the real captures in `tests/fixtures/celery/`, and every refusal path.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ const TASK: &str = DEFAULT_TASK_NAME;
 const LIMIT: usize = DEFAULT_MAX_BODY_BYTES;
 
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/celery")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/celery")
 }
 
 fn fixture(name: &str) -> Value {

@@ -183,6 +183,19 @@ impl From<StoreError> for CliError {
     }
 }
 
+impl From<crate::store::IdLookupError> for CliError {
+    fn from(e: crate::store::IdLookupError) -> Self {
+        use crate::store::IdLookupError;
+        match e {
+            IdLookupError::Malformed(_) => CliError::Usage(e.to_string()),
+            IdLookupError::Store(e) => e.into(),
+            IdLookupError::NotFound(_) | IdLookupError::Ambiguous(_) => {
+                CliError::Failed(e.to_string())
+            }
+        }
+    }
+}
+
 impl From<BrokerError> for CliError {
     fn from(e: BrokerError) -> Self {
         match e {

@@ -7,7 +7,6 @@ use clap::Args;
 
 use super::{open_store_to_read, CliError};
 use crate::config::Config;
-use crate::event::EventId;
 use crate::tlog_service::{consistency_proof, inclusion_proof, LogServiceError};
 
 /// Flags of `geoprov prove`.
@@ -42,8 +41,9 @@ pub async fn run(config: &Config, args: ProveArgs) -> Result<ExitCode, CliError>
             serde_json::to_string_pretty(&proof)
         }
         (None, Some(id)) => {
-            let event_id = EventId::from_hex(id)
-                .ok_or_else(|| CliError::Usage(format!("'{id}' is not a 64-hex-digit event id")))?;
+            let event_id = crate::store::resolve_event_id(store.as_ref(), id)
+                .await
+                .map_err(CliError::from)?;
             let proof = inclusion_proof(store.as_ref(), &event_id)
                 .await
                 .map_err(failed)?;

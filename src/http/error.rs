@@ -36,6 +36,19 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::store::IdLookupError> for ApiError {
+    fn from(e: crate::store::IdLookupError) -> Self {
+        use crate::store::IdLookupError;
+        match e {
+            IdLookupError::Malformed(_) | IdLookupError::Ambiguous(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            IdLookupError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            IdLookupError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<BrokerError> for ApiError {
     fn from(e: BrokerError) -> Self {
         if e.is_transient() {

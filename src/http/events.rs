@@ -7,7 +7,6 @@ use axum::response::IntoResponse;
 use axum::Json;
 
 use super::{ApiError, AppState};
-use crate::event::EventId;
 use crate::ingest::{self, IngestItem};
 
 /// Validate and durably enqueue an object, an array or NDJSON. Answers 202 with the ids of the
@@ -53,9 +52,7 @@ pub async fn get_event(
     State(state): State<AppState>,
     Path(event_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = EventId::from_hex(&event_id).ok_or_else(|| {
-        ApiError::BadRequest(format!("'{event_id}' is not a 64-hex-digit event id"))
-    })?;
+    let id = crate::store::resolve_event_id(state.store.as_ref(), &event_id).await?;
     let row = state
         .store
         .get_event(&id)

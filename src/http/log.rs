@@ -7,7 +7,6 @@ use axum::response::IntoResponse;
 use axum::Json;
 
 use super::{ApiError, AppState};
-use crate::event::EventId;
 use crate::tlog_service::{inclusion_proof, LogServiceError};
 
 impl From<LogServiceError> for ApiError {
@@ -41,9 +40,7 @@ pub async fn get_proof(
     State(state): State<AppState>,
     Path(event_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = EventId::from_hex(&event_id).ok_or_else(|| {
-        ApiError::BadRequest(format!("'{event_id}' is not a 64-hex-digit event id"))
-    })?;
+    let id = crate::store::resolve_event_id(state.store.as_ref(), &event_id).await?;
     let proof = inclusion_proof(state.store.as_ref(), &id).await?;
     Ok(Json(proof))
 }

@@ -121,6 +121,14 @@ pub trait Store: Send + Sync {
     /// source dataset (both reach nothing).
     async fn mentions_dataset(&self, dataset: Uuid) -> Result<bool, StoreError>;
 
+    /// The ids of up to `limit` logged events whose `event_id` starts with `prefix` (lowercase
+    /// hex), in id order: how a short id (as `lineage` prints them) is resolved.
+    async fn event_ids_with_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// The transparency log kept beside the rows (leaf hashes, frontier, checkpoints), when
     /// this backend keeps one. Defaults to `None`; use [`transparency_log`] to get it or the
     /// standard "not available" error.
@@ -197,6 +205,66 @@ pub trait TransparencyLog: Send + Sync {
     async fn add_tree_nodes(&self, height: u32, nodes: &[(u64, Hash)]) -> Result<(), StoreError>;
 }
 
+/// The id range `[low, high)` of the lowercase hex ids that start with `prefix`: `"ab3f"` gives
+/// `("ab3f", "ab40")`, and an all-`f` prefix `("ff", "g")` (`g` sorts after every hex id).
+pub fn prefix_range(prefix: &str) -> (String, String) {
+    let mut high: Vec<u8> = prefix.as_bytes().to_vec();
+    while let Some(last) = high.pop() {
+        let next = match last {
+            b'0'..=b'8' | b'a'..=b'e' => last + 1,
+            b'9' => b'a',
+            _ => continue, // an `f` carries into the digit before it
+        };
+        high.push(next);
+        return (
+            prefix.to_owned(),
+            String::from_utf8_lossy(&high).into_owned(),
+        );
+    }
+    (prefix.to_owned(), "g".to_owned())
+}
+
+/// Resolves an event id given in full (64 hex digits) or as a unique prefix of at least 8, as
+/// `geoprov lineage` prints them (12).
+///
+/// # Errors
+///
+/// [`IdLookupError`] saying why the text names no single event.
+pub async fn resolve_event_id(store: &dyn Store, text: &str) -> Result<EventId, IdLookupError> {
+    if let Some(id) = EventId::from_hex(text) {
+        return Ok(id);
+    }
+    let prefix = text.to_ascii_lowercase();
+    if prefix.len() < 8 || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(IdLookupError::Malformed(text.to_owned()));
+    }
+    let ids = store.event_ids_with_prefix(&prefix, 2).await?;
+    match ids.as_slice() {
+        [one] => EventId::from_hex(one).ok_or_else(|| {
+            IdLookupError::Store(StoreError::Corrupt(format!("a stored event_id is '{one}'")))
+        }),
+        [] => Err(IdLookupError::NotFound(text.to_owned())),
+        _ => Err(IdLookupError::Ambiguous(text.to_owned())),
+    }
+}
+
+/// Why [`resolve_event_id`] found no single event.
+#[derive(Debug, thiserror::Error)]
+pub enum IdLookupError {
+    /// Neither 64 hex digits nor a prefix of 8 or more.
+    #[error("'{0}' is not an event id: give its 64 hex digits, or a unique prefix of 8 or more")]
+    Malformed(String),
+    /// No logged event has that id or prefix.
+    #[error("no event {0}")]
+    NotFound(String),
+    /// Several do.
+    #[error("the prefix {0} names several events; give more digits")]
+    Ambiguous(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// `store`'s transparency log, or [`StoreError::Config`] saying this store has none yet.
 pub fn transparency_log(store: &dyn Store) -> Result<&dyn TransparencyLog, StoreError> {
     store.transparency_log().ok_or_else(|| {
@@ -235,5 +303,25 @@ pub async fn open_with(
             )
             .await?,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_range;
+
+    #[test]
+    fn prefix_ranges_cover_exactly_the_ids_with_the_prefix() {
+        assert_eq!(prefix_range("ab3f"), ("ab3f".into(), "ab40".into()));
+        assert_eq!(prefix_range("ab39"), ("ab39".into(), "ab3a".into()));
+        assert_eq!(prefix_range("a0ff"), ("a0ff".into(), "a1".into()));
+        assert_eq!(prefix_range("ffff"), ("ffff".into(), "g".into()));
+        let (low, high) = prefix_range("12ab");
+        for id in ["12ab", "12ab0000", "12abffff"] {
+            assert!(id >= low.as_str() && id < high.as_str(), "{id}");
+        }
+        for id in ["12aa", "12ac", "12b"] {
+            assert!(!(id >= low.as_str() && id < high.as_str()), "{id}");
+        }
     }
 }

@@ -504,6 +504,18 @@ impl Store for FakeStore {
     async fn edges(&self, _cursor: u64, _limit: usize) -> Result<EdgePage, StoreError> {
         Err(not_used())
     }
+
+    async fn mentions_dataset(&self, _dataset: uuid::Uuid) -> Result<bool, StoreError> {
+        Err(not_used())
+    }
+
+    async fn event_ids_with_prefix(
+        &self,
+        _prefix: &str,
+        _limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        Err(not_used())
+    }
 }
 
 fn not_used() -> StoreError {

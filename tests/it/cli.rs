@@ -21,7 +21,7 @@ fn run_with_stdin(args: &[&str], stdin: &[u8]) -> std::process::Output {
 fn event_id_prints_the_python_ids_for_ndjson() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/event_id_vectors.json"
+        "/tests/fixtures/event_id_vectors.json"
     );
     let vectors: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();

@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn fixture_event_id_vectors() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures/event_id_vectors.json");
+            .join("tests/fixtures/event_id_vectors.json");
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         let vectors: Vec<serde_json::Value> = serde_json::from_str(&text).expect("fixture JSON");

@@ -354,6 +354,14 @@ impl Store for PostgresStore {
         self.read_edges(cursor, limit).await
     }
 
+    async fn event_ids_with_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.read_ids_with_prefix(prefix, limit).await
+    }
+
     async fn mentions_dataset(&self, dataset: Uuid) -> Result<bool, StoreError> {
         self.read_mentions(dataset).await
     }

@@ -281,4 +281,30 @@ impl PostgresStore {
             .try_get(0)
             .map_err(classify)
     }
+
+    /// `Store::event_ids_with_prefix`: a range scan of the primary key (lowercase hex orders
+    /// the same under every collation the server may use, so the bounds hold).
+    pub(super) async fn read_ids_with_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let (low, high) = crate::store::prefix_range(prefix);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.ready_client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT event_id FROM lineage_events WHERE event_id >= $1 AND event_id < $2 \
+                 AND log_position IS NOT NULL ORDER BY event_id LIMIT $3",
+            )
+            .await
+            .map_err(classify)?;
+        let rows = client
+            .query(&stmt, &[&low, &high, &limit])
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(classify))
+            .collect()
+    }
 }

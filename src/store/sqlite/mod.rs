@@ -185,6 +185,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn event_ids_with_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let prefix = prefix.to_owned();
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || inner.read(|conn| read::event_ids_with_prefix(conn, &prefix, limit)))
+            .await
+    }
+
     async fn mentions_dataset(&self, dataset: Uuid) -> Result<bool, StoreError> {
         let inner = Arc::clone(&self.inner);
         run_blocking(move || inner.read(|conn| read::mentions_dataset(conn, dataset))).await

@@ -340,3 +340,24 @@ pub(super) fn mentions_dataset(conn: &Connection, dataset: Uuid) -> Result<bool,
     .and_then(|mut stmt| stmt.query_row([&text], |row| row.get(0)))
     .map_err(classify)
 }
+
+/// `Store::event_ids_with_prefix`: a range scan of the primary key,
+/// `[prefix, next prefix)` ([`crate::store::prefix_range`]).
+pub(super) fn event_ids_with_prefix(
+    conn: &Connection,
+    prefix: &str,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let (low, high) = crate::store::prefix_range(prefix);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT event_id FROM lineage_events WHERE event_id >= ?1 AND event_id < ?2 \
+             AND log_position IS NOT NULL ORDER BY event_id LIMIT ?3",
+        )
+        .map_err(classify)?;
+    let rows = stmt
+        .query_map(params![low, high, limit], |row| row.get(0))
+        .map_err(classify)?;
+    rows.collect::<Result<Vec<String>, _>>().map_err(classify)
+}

@@ -34,6 +34,26 @@ pub fn require_or_skip(what: &str) -> bool {
     true
 }
 
+/// The folder of third-party JSON Schemas (OpenLineage, STAC extensions) that export tests
+/// validate against, from `GEOPROV_SCHEMAS`; `None` after [`require_or_skip`] when it is not set
+/// or not a folder (the project does not ship them).
+pub fn schemas_dir() -> Option<PathBuf> {
+    match std::env::var_os("GEOPROV_SCHEMAS").map(PathBuf::from) {
+        Some(dir) if dir.is_dir() => Some(dir),
+        Some(dir) => {
+            require_or_skip(&format!(
+                "GEOPROV_SCHEMAS={} is not a folder of JSON Schemas",
+                dir.display()
+            ));
+            None
+        }
+        None => {
+            require_or_skip("no third-party JSON Schemas (set GEOPROV_SCHEMAS to their folder)");
+            None
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1, for third-party servers the tests start (Redis, PostgreSQL,
 /// RabbitMQ), which cannot report a port they chose. geoprov's own servers bind port 0 and
 /// report theirs ([`Server::start`]).
