@@ -206,7 +206,7 @@ pub trait TransparencyLog: Send + Sync {
 }
 
 /// The id range `[low, high)` of the lowercase hex ids that start with `prefix`: `"ab3f"` gives
-/// `("ab3f", "ab40")`, and an all-`f` prefix `("ff", "g")` (`g` sorts after every hex id).
+/// `("ab3f", "ab4")`, and an all-`f` prefix `("ff", "g")` (`g` sorts after every hex id).
 pub fn prefix_range(prefix: &str) -> (String, String) {
     let mut high: Vec<u8> = prefix.as_bytes().to_vec();
     while let Some(last) = high.pop() {
@@ -312,7 +312,7 @@ mod tests {
 
     #[test]
     fn prefix_ranges_cover_exactly_the_ids_with_the_prefix() {
-        assert_eq!(prefix_range("ab3f"), ("ab3f".into(), "ab40".into()));
+        assert_eq!(prefix_range("ab3f"), ("ab3f".into(), "ab4".into()));
         assert_eq!(prefix_range("ab39"), ("ab39".into(), "ab3a".into()));
         assert_eq!(prefix_range("a0ff"), ("a0ff".into(), "a1".into()));
         assert_eq!(prefix_range("ffff"), ("ffff".into(), "g".into()));
