@@ -4,6 +4,7 @@
 //! Not for: the transparency log's reads (`log.rs`).
 
 use chrono::{DateTime, Utc};
+use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::IsolationLevel;
 use uuid::Uuid;
 
@@ -23,6 +24,24 @@ pub(super) const SELECT_LOG_SIZE: &str = "SELECT size FROM log_head WHERE id = 0
 pub(super) const EVENT_COLUMNS: &str =
     "log_position, event_id, dataset_uuid, operation, crs_from, crs_to, \
      processor_id, \"timestamp\", payload_json, started_at, ended_at";
+
+/// The first column of the one row `sql` selects with `params`.
+pub(super) async fn query_value<C, T>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<T, StoreError>
+where
+    C: deadpool_postgres::GenericClient + Sync,
+    T: for<'a> FromSql<'a>,
+{
+    client
+        .query_one(sql, params)
+        .await
+        .map_err(classify)?
+        .try_get(0)
+        .map_err(classify)
+}
 
 pub(super) async fn log_size<C: deadpool_postgres::GenericClient + Sync>(
     client: &C,
