@@ -539,7 +539,7 @@ pub type Fresh = Option<(Arc<dyn Store>, Box<dyn std::any::Any + Send>)>;
 macro_rules! store_suite {
     ($backend:ident, $make:path) => {
         mod $backend {
-            store_suite!(@cases $make;
+            crate::support::stamp::stamp_cases!($make(), |(store, _keep)| super(store);
                 roundtrip,
                 duplicates_are_counted,
                 positions_are_dense_in_commit_order,
@@ -556,13 +556,6 @@ macro_rules! store_suite {
             );
         }
     };
-    (@cases $make:path; $($case:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $case() {
-            let Some((store, _keep)) = $make().await else { return };
-            super::$case(store).await;
-        }
-    )*};
 }
 
 store_suite!(sqlite, crate::sqlite_store::fresh_store);

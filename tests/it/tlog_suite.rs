@@ -125,20 +125,13 @@ pub async fn tree_nodes_are_kept_once_and_read_by_range(store: Arc<dyn Store>) {
 macro_rules! tlog_suite {
     ($backend:ident, $make:path) => {
         mod $backend {
-            tlog_suite!(@cases $make;
+            crate::support::stamp::stamp_cases!($make(), |(store, _keep)| super(store);
                 tree_head_and_leaf_hashes_follow_the_rows,
                 checkpoints_are_kept_once_per_size_and_listed_in_order,
                 tree_nodes_are_kept_once_and_read_by_range,
             );
         }
     };
-    (@cases $make:path; $($case:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $case() {
-            let Some((store, _keep)) = $make().await else { return };
-            super::$case(store).await;
-        }
-    )*};
 }
 
 tlog_suite!(sqlite, crate::sqlite_store::fresh_store);

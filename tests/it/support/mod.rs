@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod stamp;
 pub mod tlog;
 
 use std::path::{Path, PathBuf};
