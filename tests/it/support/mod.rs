@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod log_cases;
 pub mod pg;
 pub mod stamp;
 pub mod tlog;
