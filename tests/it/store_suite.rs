@@ -1,10 +1,10 @@
 //! The conformance suite for the [`Store`] trait: every backend runs every case.
 //!
 //! Each case is a plain `async fn` that takes a freshly migrated, empty store as
-//! `Arc<dyn Store>` and panics on failure. [`store_suite!`] stamps one `#[tokio::test]` per case
-//! onto a backend, from the backend's factory (a fresh database per case, so cases run in
-//! parallel); the backends are stamped at the end of this file, so a new backend gets the whole
-//! contract by adding one line. Backend-specific behaviour (triggers seen through raw SQL, locks,
+//! `Arc<dyn Store>` and panics on failure. `stamp_suite!` (in `support/stamp.rs`, at the end of
+//! this file) stamps one `#[tokio::test]` per case onto every backend, from the backend's factory
+//! (a fresh database per case, so cases run in parallel); the backends are listed there once, so
+//! a new backend gets the whole contract by adding one line. Backend-specific behaviour (triggers seen through raw SQL, locks,
 //! schema versions) is tested in the backend's own module, not here.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -534,29 +534,19 @@ pub async fn edges_page_through_every_stored_edge_once(store: Arc<dyn Store>) {
 /// after the case); `None` when the backend's server is absent and the case is skipped.
 pub type Fresh = Option<(Arc<dyn Store>, Box<dyn std::any::Any + Send>)>;
 
-/// Stamps one `#[tokio::test]` per case of this suite onto a backend, in a module named after
-/// it: `store_suite!(name, factory)` where `factory()` is an async fn returning [`Fresh`].
-macro_rules! store_suite {
-    ($backend:ident, $make:path) => {
-        mod $backend {
-            crate::support::stamp::stamp_cases!($make(), |(store, _keep)| super(store);
-                roundtrip,
-                duplicates_are_counted,
-                positions_are_dense_in_commit_order,
-                scan_pages,
-                count_is_log_size,
-                lineage_chain,
-                lineage_depth_bound,
-                lineage_diamond,
-                lineage_cycle,
-                lineage_wide_fan_out,
-                lineage_walk_past_the_node_cap_is_refused,
-                edges_page_through_every_stored_edge_once,
-                migrate_is_idempotent,
-            );
-        }
-    };
-}
-
-store_suite!(sqlite, crate::sqlite_store::fresh_store);
-store_suite!(postgres, crate::postgres_store::fresh_store);
+// One test per case on every backend: `store_suite::sqlite::roundtrip`, ...
+crate::support::stamp::stamp_suite!(
+    roundtrip,
+    duplicates_are_counted,
+    positions_are_dense_in_commit_order,
+    scan_pages,
+    count_is_log_size,
+    lineage_chain,
+    lineage_depth_bound,
+    lineage_diamond,
+    lineage_cycle,
+    lineage_wide_fan_out,
+    lineage_walk_past_the_node_cap_is_refused,
+    edges_page_through_every_stored_edge_once,
+    migrate_is_idempotent,
+);

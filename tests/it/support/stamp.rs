@@ -23,4 +23,20 @@ macro_rules! stamp_cases {
     };
 }
 
-pub(crate) use stamp_cases;
+/// Stamps the cases of a store-level suite onto every backend, each in a module named after
+/// it: `stamp_suite!(case, ...)`, each case `super::case(store)` on a fresh store from the
+/// backend's factory (`store_suite::Fresh`, which also keeps the database alive). The backends
+/// are listed here once, so a new backend gets every suite by adding one line.
+macro_rules! stamp_suite {
+    ($($case:ident),* $(,)?) => {
+        crate::support::stamp::stamp_suite!(@on sqlite, crate::sqlite_store::fresh_store; [$($case),*]);
+        crate::support::stamp::stamp_suite!(@on postgres, crate::postgres_store::fresh_store; [$($case),*]);
+    };
+    (@on $backend:ident, $make:path; [$($case:ident),*]) => {
+        mod $backend {
+            crate::support::stamp::stamp_cases!($make(), |(store, _keep)| super(store); $($case),*);
+        }
+    };
+}
+
+pub(crate) use {stamp_cases, stamp_suite};
