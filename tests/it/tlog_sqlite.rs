@@ -5,7 +5,7 @@
 //! read the same on PostgreSQL are in `support/log_cases.rs`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use geoprov::config::default_key_path;
@@ -23,8 +23,8 @@ use rusqlite::{params, Connection};
 use crate::support::log_cases::{self, edge_tamper_is_named, tamper_is_named};
 use crate::support::stamp::stamp_cases;
 use crate::support::tlog::{
-    a_backfilled_log_verifies, event, geoprov, terminate, text, verify_fails, verify_ok, Backend,
-    Fixture, LogDir,
+    a_backfilled_log_verifies, emit, event, geoprov, terminate, text, verify_fails, verify_ok,
+    Backend, Fixture, LogDir,
 };
 use crate::support::{geoprov_bin, valid_events, wait_until};
 
@@ -275,34 +275,37 @@ fn checkpoint_sizes(dir: &Path) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+/// `geoprov worker ARGS...` on the data dir `dir`, logging (at info) to `log_name` there.
+fn spawn_worker(dir: &Path, log_name: &str, args: &[&str]) -> Child {
+    let log = std::fs::File::create(dir.join(log_name)).expect("log");
+    Command::new(geoprov_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("worker")
+        .args(args)
+        .env("GEOPROV_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn worker")
+}
+
 #[test]
 fn a_worker_writes_checkpoints_and_a_final_one_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let events = valid_events(3000, "tlog-worker");
-    let input = dir.path().join("events.ndjson");
-    std::fs::write(&input, events.join("\n")).expect("events file");
-    let input = input.to_string_lossy().into_owned();
-    let out = geoprov(dir.path(), &["emit", &input]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-
-    let log = std::fs::File::create(dir.path().join("worker.log")).expect("log");
-    let mut worker = Command::new(geoprov_bin())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args([
-            "worker",
+    emit(dir.path(), &valid_events(3000, "tlog-worker"));
+    let mut worker = spawn_worker(
+        dir.path(),
+        "worker.log",
+        &[
             "--rate-limit",
             "2000/s",
             "--checkpoint-interval",
             "200ms",
             "--checkpoint-every",
             "1000000",
-        ])
-        .env("GEOPROV_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn worker");
+        ],
+    );
     // Checkpoints appear while the log grows, on the interval.
     assert!(
         wait_until(Duration::from_secs(30), || checkpoint_sizes(dir.path())
@@ -330,22 +333,8 @@ fn a_worker_writes_checkpoints_and_a_final_one_on_sigterm() {
 
     // With checkpoints due only in an hour, the final checkpoint on SIGTERM is what covers the
     // last events.
-    let more = valid_events(500, "tlog-worker-2");
-    let input = dir.path().join("more.ndjson");
-    std::fs::write(&input, more.join("\n")).expect("events file");
-    let input = input.to_string_lossy().into_owned();
-    let out = geoprov(dir.path(), &["emit", &input]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let log = std::fs::File::create(dir.path().join("worker2.log")).expect("log");
-    let mut worker = Command::new(geoprov_bin())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["worker", "--checkpoint-interval", "1h"])
-        .env("GEOPROV_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn worker");
+    emit(dir.path(), &valid_events(500, "tlog-worker-2"));
+    let mut worker = spawn_worker(dir.path(), "worker2.log", &["--checkpoint-interval", "1h"]);
     assert!(wait_until(Duration::from_secs(60), || {
         crate::support::sqlite_row_count(dir.path()) >= 3500
     }));

@@ -37,6 +37,16 @@ pub fn geoprov(dir: &Path, args: &[&str]) -> Output {
         .expect("run geoprov")
 }
 
+/// Enqueues the NDJSON `payloads` on the embedded broker of `data_dir` with `geoprov emit`.
+pub fn emit(data_dir: &Path, payloads: &[String]) {
+    let file = data_dir.join(format!("emit-{}.ndjson", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, payloads.join("\n")).expect("write events");
+    let file = file.to_string_lossy();
+    let out = geoprov(data_dir, &["emit", &file, "--broker", "embedded"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "emit failed: {stderr}");
+}
+
 /// Lossy UTF-8 text of a child's output.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -169,6 +179,12 @@ impl LogDir {
         verify_fails(self.path(), &args)
     }
 
+    /// `geoprov verify` on this log, expected to fail with one line; its stderr must name `want`.
+    pub fn verify_names(&self, want: &str) {
+        let stderr = self.verify_fails(&[]);
+        assert!(stderr.contains(want), "{stderr}");
+    }
+
     /// `geoprov verify` on this log, expected to pass; (stdout, stderr).
     pub fn verify_ok(&self, extra: &[&str]) -> (String, String) {
         let store = self.store_args();
@@ -237,22 +253,14 @@ impl LogDir {
 
     /// The event id stored at `position`.
     pub async fn event_id_at(&self, position: i64) -> String {
-        self.raw()
-            .await
-            .text(&format!(
-                "SELECT event_id FROM lineage_events WHERE log_position = {position}"
-            ))
-            .await
+        let sql = format!("SELECT event_id FROM lineage_events WHERE log_position = {position}");
+        self.raw().await.text(&sql).await
     }
 
     /// The note of the stored checkpoint at tree size `size`.
     pub async fn note_at(&self, size: i64) -> String {
-        self.raw()
-            .await
-            .text(&format!(
-                "SELECT note FROM log_checkpoints WHERE tree_size = {size}"
-            ))
-            .await
+        let sql = format!("SELECT note FROM log_checkpoints WHERE tree_size = {size}");
+        self.raw().await.text(&sql).await
     }
 }
 
@@ -333,19 +341,20 @@ impl Attacker {
     /// Moves every row at `from` or later one position up (through negatives on SQLite, through
     /// a large offset on PostgreSQL, for the unique index and the `log_position >= 0` check).
     pub async fn make_room(&self, from: i64) {
-        self.run(&match self {
-            Attacker::Sqlite(_) => format!(
-                "UPDATE lineage_events SET log_position = -(log_position + 1) \
-                 WHERE log_position >= {from};
-                 UPDATE lineage_events SET log_position = -log_position WHERE log_position < 0;"
+        let (away, back) = match self {
+            Attacker::Sqlite(_) => (
+                "-(log_position + 1)",
+                "-log_position WHERE log_position < 0",
             ),
-            Attacker::Postgres(_) => format!(
-                "UPDATE lineage_events SET log_position = log_position + 1000000 \
-                 WHERE log_position >= {from};
-                 UPDATE lineage_events SET log_position = log_position - 999999 \
-                 WHERE log_position >= 1000000;"
+            Attacker::Postgres(_) => (
+                "log_position + 1000000",
+                "log_position - 999999 WHERE log_position >= 1000000",
             ),
-        })
+        };
+        self.run(&format!(
+            "UPDATE lineage_events SET log_position = {away} WHERE log_position >= {from};
+             UPDATE lineage_events SET log_position = {back};"
+        ))
         .await;
     }
 
