@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use geoprov::config::default_key_path;
 use geoprov::event::LineageEvent;
 use geoprov::store::postgres::PostgresStore;
@@ -109,12 +109,9 @@ async fn an_inserted_row_is_named() {
 /// Checkpoints are append-only on PostgreSQL (the trait's contract is in `tlog_suite.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_refuse_update_delete_and_truncate() {
-    let Some(schema) = TestSchema::create().await else {
+    let Some((schema, store)) = TestSchema::with_store().await else {
         return;
     };
-    let store = PostgresStore::open_and_migrate(&schema.url())
-        .await
-        .expect("store");
     store.commit_batch(&[event(0)]).await.expect("commit");
     let head = store.tree_head().await.expect("head");
     assert!(
@@ -123,19 +120,15 @@ async fn checkpoints_refuse_update_delete_and_truncate() {
             .expect("add")
     );
     // Append-only.
-    let raw = schema.raw().await;
-    for sql in [
-        "UPDATE log_checkpoints SET note = 'x'",
-        "DELETE FROM log_checkpoints",
-        "TRUNCATE log_checkpoints",
-    ] {
-        let err = raw.batch_execute(sql).await.expect_err(sql);
-        let message = err
-            .as_db_error()
-            .map(|e| e.message().to_string())
-            .unwrap_or_else(|| err.to_string());
-        assert!(message.contains("is append-only"), "{sql}: {message}");
-    }
+    pg::assert_append_only(
+        &schema.raw().await,
+        &[
+            "UPDATE log_checkpoints SET note = 'x'",
+            "DELETE FROM log_checkpoints",
+            "TRUNCATE log_checkpoints",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,24 +144,7 @@ async fn migration_2_backfills_the_leaves_of_a_version_1_log() {
         let e = event(usize::try_from(i).expect("small"));
         // Distinct microseconds, so the backfill has to keep them exactly.
         let at = base + chrono::Duration::microseconds(i * 1_000_001 + 7);
-        raw.execute(
-            "INSERT INTO lineage_events (event_id, dataset_uuid, operation, crs_from, crs_to, \
-             processor_id, \"timestamp\", payload_json, log_position) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[
-                &e.event_id.to_hex(),
-                &e.dataset_uuid.to_string(),
-                &e.operation,
-                &e.crs_from,
-                &e.crs_to,
-                &e.processor_id,
-                &at,
-                &e.payload_json,
-                &i,
-            ],
-        )
-        .await
-        .expect("row");
+        pg::insert_row(&raw, &e, at, Some(i)).await;
         for from in &e.inputs {
             raw.execute(
                 "INSERT INTO lineage_edges (from_uuid, to_uuid, event_id, operation) \
@@ -193,45 +169,18 @@ async fn migration_2_backfills_the_leaves_of_a_version_1_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adopted_rows_join_the_log_with_their_leaves() {
-    let Some(schema) = TestSchema::create().await else {
+    let Some((schema, raw)) = TestSchema::with_reference_table().await else {
         return;
     };
-    let raw = schema.raw().await;
-    raw.batch_execute(
-        "CREATE TABLE lineage_events (event_id text PRIMARY KEY, dataset_uuid text, \
-         operation text, crs_from text, crs_to text, processor_id text, \
-         timestamp timestamptz, payload_json text)",
-    )
-    .await
-    .expect("reference table");
     // Rows written by the reference task, with microsecond timestamps.
-    let insert = |e: LineageEvent, at: DateTime<Utc>| {
-        let raw = &raw;
-        async move {
-            raw.execute(
-                "INSERT INTO lineage_events (event_id, dataset_uuid, operation, crs_from, \
-                 crs_to, processor_id, timestamp, payload_json) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[
-                    &e.event_id.to_hex(),
-                    &e.dataset_uuid.to_string(),
-                    &e.operation,
-                    &e.crs_from,
-                    &e.crs_to,
-                    &e.processor_id,
-                    &at,
-                    &e.payload_json,
-                ],
-            )
-            .await
-            .expect("seed row");
-        }
-    };
     let base = Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap();
     for i in 0..30_i64 {
-        insert(
-            event(usize::try_from(i).expect("small")),
+        let e = event(usize::try_from(i).expect("small"));
+        pg::insert_row(
+            &raw,
+            &e,
             base + chrono::Duration::microseconds(i * 333_333),
+            None,
         )
         .await;
     }
@@ -244,7 +193,7 @@ async fn adopted_rows_join_the_log_with_their_leaves() {
         .await
         .expect("commit");
     // A late row of the reference task, adopted by the next migrate.
-    insert(event(200), Utc::now()).await;
+    pg::insert_row(&raw, &event(200), Utc::now(), None).await;
     store.migrate().await.expect("adopt again");
     assert_eq!(store.tree_head().await.expect("head").size, 41);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -265,12 +214,6 @@ async fn three_worker_processes_leave_a_dense_log_that_verifies() {
     let out = geoprov(dir.path(), &["migrate", "--store", &url]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let events = crate::support::valid_events(EVENTS, "tlog-pg-workers");
-    let input = dir.path().join("events.ndjson");
-    std::fs::write(&input, events.join("\n")).expect("events file");
-    let input = input.to_string_lossy().into_owned();
-    let out = geoprov(dir.path(), &["emit", &input, "--broker", "embedded"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-
     let args = [
         "--concurrency",
         "2",
@@ -281,9 +224,7 @@ async fn three_worker_processes_leave_a_dense_log_that_verifies() {
         "--checkpoint-every",
         "2000",
     ];
-    let mut workers: Vec<WorkerProcess> = (0..3)
-        .map(|i| WorkerProcess::start(dir.path(), &url, &format!("worker-{i}.log"), &args))
-        .collect();
+    let mut workers = WorkerProcess::fleet(3, dir.path(), &url, &events, &args);
     let raw = schema.raw().await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -294,11 +235,7 @@ async fn three_worker_processes_leave_a_dense_log_that_verifies() {
         assert!(
             Instant::now() < deadline,
             "only {n} of {EVENTS} stored; logs:\n{}",
-            workers
-                .iter()
-                .map(WorkerProcess::log_text)
-                .collect::<Vec<_>>()
-                .join("\n")
+            WorkerProcess::logs(&workers)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -313,11 +250,7 @@ async fn three_worker_processes_leave_a_dense_log_that_verifies() {
     let (n, distinct, dense) = pg::rows_distinct_dense(&raw).await;
     assert_eq!((n, distinct, dense), (EVENTS as i64, EVENTS as i64, true));
     // Every worker wrote checkpoints while the log grew; the final ones cover everything.
-    let checkpoints: i64 = raw
-        .query_one("SELECT count(*) FROM log_checkpoints", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let checkpoints = pg::number(&raw, "SELECT count(*) FROM log_checkpoints").await;
     assert!(checkpoints >= 2, "{checkpoints} checkpoints");
     let (stdout, stderr) = verify_ok(dir.path(), &["--store", &url]);
     assert!(stdout.contains(&format!("OK: {EVENTS} events")), "{stdout}");
@@ -448,10 +381,6 @@ async fn a_least_privilege_worker_role_appends_and_checkpoints() {
         .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
         .await;
     assert_eq!(result.expect("worker role"), 30 + 2048);
-    let checkpoints: i64 = raw
-        .query_one("SELECT count(*) FROM log_checkpoints", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let checkpoints = pg::number(&raw, "SELECT count(*) FROM log_checkpoints").await;
     assert_eq!(checkpoints, 4);
 }
