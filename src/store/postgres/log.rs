@@ -166,22 +166,14 @@ impl TransparencyLog for PostgresStore {
         from_size: u64,
         limit: usize,
     ) -> Result<Vec<StoredCheckpoint>, StoreError> {
-        let Some((from, limit)) = rows::page_bounds(from_size, limit) else {
-            return Ok(Vec::new());
-        };
-        let client = self.ready_client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT tree_size, root_hash, note, created_at FROM log_checkpoints \
-                 WHERE tree_size >= $1 ORDER BY tree_size LIMIT $2",
-            )
-            .await
-            .map_err(classify)?;
-        let rows = client
-            .query(&stmt, &[&from, &limit])
-            .await
-            .map_err(classify)?;
-        rows.iter().map(read_checkpoint_row).collect()
+        self.read_paged(
+            "SELECT tree_size, root_hash, note, created_at FROM log_checkpoints \
+             WHERE tree_size >= $1 ORDER BY tree_size LIMIT $2",
+            from_size,
+            limit,
+            read_checkpoint_row,
+        )
+        .await
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {

@@ -126,28 +126,38 @@ impl PostgresStore {
         row.as_ref().map(read_event_row).transpose()
     }
 
+    /// A page of `sql` (which selects `... >= $1 ORDER BY ... LIMIT $2`): up to `limit` rows
+    /// from `from` on, each decoded by `decode`.
+    pub(super) async fn read_paged<T>(
+        &self,
+        sql: &str,
+        from: u64,
+        limit: usize,
+        decode: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let Some((from, limit)) = rows::page_bounds(from, limit) else {
+            return Ok(Vec::new());
+        };
+        let client = self.ready_client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(classify)?;
+        let rows = client
+            .query(&stmt, &[&from, &limit])
+            .await
+            .map_err(classify)?;
+        rows.iter().map(decode).collect()
+    }
+
     /// `Store::scan`: up to `limit` rows from position `from` on.
     pub(super) async fn read_page(
         &self,
         from: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let Some((from, sql_limit)) = rows::page_bounds(from, limit) else {
-            return Ok(Vec::new());
-        };
-        let client = self.ready_client().await?;
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM lineage_events WHERE log_position >= $1 \
-                 ORDER BY log_position LIMIT $2"
-            ))
-            .await
-            .map_err(classify)?;
-        let rows = client
-            .query(&stmt, &[&from, &sql_limit])
-            .await
-            .map_err(classify)?;
-        rows.iter().map(read_event_row).collect()
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM lineage_events WHERE log_position >= $1 \
+             ORDER BY log_position LIMIT $2"
+        );
+        self.read_paged(&sql, from, limit, read_event_row).await
     }
 
     /// `Store::neighbours`: one query over the whole frontier (`= ANY($1)`, found through the

@@ -111,19 +111,33 @@ pub(super) fn checkpoints(
     from_size: u64,
     limit: usize,
 ) -> Result<Vec<StoredCheckpoint>, StoreError> {
-    let Some((from, limit)) = rows::page_bounds(from_size, limit) else {
+    paged(
+        conn,
+        "SELECT tree_size, root_hash, note, created_at FROM log_checkpoints \
+         WHERE tree_size >= ?1 ORDER BY tree_size LIMIT ?2",
+        from_size,
+        limit,
+        read_checkpoint_row,
+    )
+}
+
+/// A page of `sql` (which selects `... >= ?1 ORDER BY ... LIMIT ?2`): up to `limit` rows from
+/// `from` on, each decoded by `decode`.
+fn paged<T>(
+    conn: &Connection,
+    sql: &str,
+    from: u64,
+    limit: usize,
+    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let Some((from, sql_limit)) = rows::page_bounds(from, limit) else {
         return Ok(Vec::new());
     };
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT tree_size, root_hash, note, created_at FROM log_checkpoints \
-             WHERE tree_size >= ?1 ORDER BY tree_size LIMIT ?2",
-        )
-        .map_err(classify)?;
-    let mut rows = stmt.query(params![from, limit]).map_err(classify)?;
-    let mut out = Vec::new();
+    let mut stmt = conn.prepare_cached(sql).map_err(classify)?;
+    let mut rows = stmt.query(params![from, sql_limit]).map_err(classify)?;
+    let mut out = Vec::with_capacity(limit.min(4096));
     while let Some(row) = rows.next().map_err(classify)? {
-        out.push(read_checkpoint_row(row)?);
+        out.push(decode(row)?);
     }
     Ok(out)
 }
@@ -168,21 +182,11 @@ pub(super) fn scan(
     from: u64,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let Some((from, sql_limit)) = rows::page_bounds(from, limit) else {
-        return Ok(Vec::new());
-    };
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM lineage_events WHERE log_position >= ?1 \
-             ORDER BY log_position LIMIT ?2"
-        ))
-        .map_err(classify)?;
-    let mut rows = stmt.query(params![from, sql_limit]).map_err(classify)?;
-    let mut events = Vec::with_capacity(limit.min(4096));
-    while let Some(row) = rows.next().map_err(classify)? {
-        events.push(read_event_row(row)?);
-    }
-    Ok(events)
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM lineage_events WHERE log_position >= ?1 \
+         ORDER BY log_position LIMIT ?2"
+    );
+    paged(conn, &sql, from, limit, read_event_row)
 }
 
 /// One `lineage_events` row selected with [`EVENT_COLUMNS`].
