@@ -195,18 +195,9 @@ impl LogDir {
 
     /// The store, migrated.
     pub async fn store(&self) -> Arc<dyn Store> {
-        match &self.schema {
-            None => Arc::new(
-                SqliteStore::open_and_migrate(self.path().join("lineage.db"))
-                    .await
-                    .expect("store"),
-            ),
-            Some(schema) => Arc::new(
-                PostgresStore::open_and_migrate(&schema.url())
-                    .await
-                    .expect("store"),
-            ),
-        }
+        let store = self.open().await;
+        store.migrate().await.expect("migrate");
+        store
     }
 
     /// The store as it is (not migrated).
