@@ -37,6 +37,13 @@ impl TempDb {
         SqliteStore::open(self.path()).await.expect("open store")
     }
 
+    /// A fresh file with a migrated store on it.
+    async fn with_store() -> (TempDb, SqliteStore) {
+        let db = TempDb::new();
+        let store = db.migrated().await;
+        (db, store)
+    }
+
     async fn migrated(&self) -> SqliteStore {
         SqliteStore::open_and_migrate(self.path())
             .await
@@ -104,8 +111,7 @@ async fn in_memory_and_empty_paths_are_refused() {
 
 #[tokio::test]
 async fn migrations_are_recorded_once() {
-    let db = TempDb::new();
-    let store = db.migrated().await;
+    let (db, store) = TempDb::with_store().await;
     assert_eq!(store.migrate().await.expect("again"), SCHEMA_VERSION);
     // A second handle on the same file sees the schema as current.
     let other = db.open().await;
@@ -128,8 +134,7 @@ async fn migrations_are_recorded_once() {
 
 #[tokio::test]
 async fn geoprov_columns_and_edges_are_stored() {
-    let db = TempDb::new();
-    let store = db.migrated().await;
+    let (db, store) = TempDb::with_store().await;
     let (a, b, out) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let event = mosaic_of(a, b, out);
     commit_one(&store, &event).await;
@@ -192,8 +197,7 @@ async fn geoprov_columns_and_edges_are_stored() {
 
 #[tokio::test]
 async fn update_and_delete_are_refused() {
-    let db = TempDb::new();
-    let store = db.migrated().await;
+    let (db, store) = TempDb::with_store().await;
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let event = step("derive", &[a], &[b]);
     commit_one(&store, &event).await;
@@ -214,8 +218,7 @@ async fn update_and_delete_are_refused() {
 
 #[tokio::test]
 async fn a_newer_schema_is_refused() {
-    let db = TempDb::new();
-    let store = db.migrated().await;
+    let (db, store) = TempDb::with_store().await;
     store.commit_batch(&sources(3)).await.expect("commit");
     drop(store);
     db.raw()
@@ -255,8 +258,7 @@ async fn a_foreign_lineage_table_is_not_adopted_silently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_database_is_a_transient_error_until_released() {
-    let db = TempDb::new();
-    let store = db.migrated().await;
+    let (db, store) = TempDb::with_store().await;
     let events = sources(10);
     store.commit_batch(&events[..5]).await.expect("commit");
 
@@ -337,8 +339,7 @@ fn realistic(i: usize, input: Uuid, output: Uuid) -> LineageEvent {
 #[ignore = "measurement; run in release with --ignored --nocapture"]
 async fn measure_commit_throughput() {
     const BATCHES: usize = 200;
-    let db = TempDb::new();
-    let store = db.migrated().await;
+    let (_db, store) = TempDb::with_store().await;
     let mut previous = Uuid::new_v4();
     let events: Vec<LineageEvent> = (0..BATCHES * BATCH)
         .map(|i| {
@@ -390,8 +391,7 @@ async fn measure_commit_throughput() {
 #[ignore = "measurement; run in release with --ignored --nocapture"]
 async fn measure_lineage_walk_in_a_million_events() {
     const EVENTS: usize = 1_000_000;
-    let db = TempDb::new();
-    let store = db.migrated().await;
+    let (_db, store) = TempDb::with_store().await;
     // A pipeline graph: every event reads two datasets written by the previous few thousand
     // events, so walks fan out and reconverge.
     let mut outputs: Vec<Uuid> = (0..16).map(|_| Uuid::new_v4()).collect();

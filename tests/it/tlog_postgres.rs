@@ -18,6 +18,7 @@ use geoprov::tlog_service::{write_checkpoint, write_key_file};
 
 use crate::support::log_cases::{self, edge_tamper_is_named, tamper_is_named};
 use crate::support::pg::{self, TestSchema, WorkerProcess};
+use crate::support::stamp::stamp_cases;
 use crate::support::tlog::{
     a_backfilled_log_verifies, event, geoprov, head_covers_the_leaves, terminate, text, verify_ok,
     Backend, Fixture, LogDir,
@@ -96,15 +97,9 @@ async fn changed_lineage_edges_are_named() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_inserted_row_is_named() {
-    let Some(f) = Fixture::new(Backend::Postgres).await else {
-        return;
-    };
-    log_cases::a_thorough_insert_breaks_the_next_checkpoint(f.again().await).await;
-    log_cases::a_lazy_insert_is_named_at_the_first_moved_row(f.again().await).await;
-    log_cases::a_row_appended_beyond_the_head_is_named(f).await;
-}
+stamp_cases!(Fixture::new(Backend::Postgres), |f| log_cases(f);
+    an_inserted_row_is_named,
+);
 
 /// Checkpoints are append-only on PostgreSQL (the trait's contract is in `tlog_suite.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

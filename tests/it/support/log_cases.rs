@@ -115,6 +115,14 @@ pub async fn a_row_appended_beyond_the_head_is_named(f: Fixture) {
     ));
 }
 
+/// Each way of inserting a row, on a fresh log each: the thorough and the lazy attacker inside
+/// the log, and a row appended beyond the head.
+pub async fn an_inserted_row_is_named(f: Fixture) {
+    a_thorough_insert_breaks_the_next_checkpoint(f.again().await).await;
+    a_lazy_insert_is_named_at_the_first_moved_row(f.again().await).await;
+    a_row_appended_beyond_the_head_is_named(f).await;
+}
+
 /// Two rows that swapped positions are named at the first of them.
 pub async fn two_swapped_positions_are_named(f: Fixture) {
     let at_7 = f.event_id_at(7).await;
