@@ -449,13 +449,29 @@ async fn proof_hashes(
     Ok(out)
 }
 
-/// Says that a proof built with stored nodes did not check out and was rebuilt from the leaves.
-fn warn_bad_nodes(what: &str) {
-    tracing::warn!(
-        message = "A proof built from the stored tree nodes did not match the signed root; \
-                   it was rebuilt from the leaf hashes. Run `geoprov verify` on the log.",
-        proof = what
-    );
+/// The hashes of a `what` proof over `ranges`, read through the stored tree nodes. A stored
+/// node is never trusted: when those hashes do not make a proof that `checks` out against the
+/// signed root, they are read again from the leaves alone, and when that gives other hashes a
+/// warning says the proof was rebuilt.
+async fn checked_proof_hashes(
+    log: &dyn TransparencyLog,
+    ranges: &[Range<u64>],
+    what: &str,
+    checks: impl Fn(&[Hash]) -> bool,
+) -> Result<Vec<Hash>, StoreError> {
+    let hashes = proof_hashes(log, ranges, false).await?;
+    if checks(&hashes) {
+        return Ok(hashes);
+    }
+    let from_leaves = proof_hashes(log, ranges, true).await?;
+    if from_leaves != hashes {
+        tracing::warn!(
+            message = "A proof built from the stored tree nodes did not match the signed root; \
+                       it was rebuilt from the leaf hashes. Run `geoprov verify` on the log.",
+            proof = what
+        );
+    }
+    Ok(from_leaves)
 }
 
 /// An inclusion proof as `geoprov prove` prints it and `GET /v1/log/proof/{event_id}` serves it.
@@ -542,23 +558,11 @@ pub async fn inclusion_proof(
         .ok_or_else(|| StoreError::Corrupt(format!("no leaf hash at position {}", row.position)))?;
     let ranges = inclusion_proof_indexes(row.position, checkpoint.tree_size)
         .map_err(|e| LogServiceError::Invalid(e.to_string()))?;
-    let mut audit_path = proof_hashes(log, &ranges, false).await?;
-    let root = checkpoint.root_hash;
-    if verify_inclusion(
-        &leaf,
-        row.position,
-        checkpoint.tree_size,
-        &audit_path,
-        &root,
-    )
-    .is_err()
-    {
-        let from_leaves = proof_hashes(log, &ranges, true).await?;
-        if from_leaves != audit_path {
-            warn_bad_nodes("inclusion");
-            audit_path = from_leaves;
-        }
-    }
+    let (size, root) = (checkpoint.tree_size, checkpoint.root_hash);
+    let audit_path = checked_proof_hashes(log, &ranges, "inclusion", |path| {
+        verify_inclusion(&leaf, row.position, size, path, &root).is_ok()
+    })
+    .await?;
     let audit_path = audit_path.iter().map(hex::encode).collect();
     Ok(InclusionProof {
         event_id: Some(row.event_id.clone()),
@@ -603,15 +607,10 @@ pub async fn consistency_proof(
     })?;
     let ranges = consistency_proof_indexes(old_size, new_size)
         .map_err(|e| LogServiceError::Invalid(e.to_string()))?;
-    let mut proof = proof_hashes(log, &ranges, false).await?;
-    let roots = (&old.root_hash, &new.root_hash);
-    if verify_consistency(old_size, new_size, roots.0, roots.1, &proof).is_err() {
-        let from_leaves = proof_hashes(log, &ranges, true).await?;
-        if from_leaves != proof {
-            warn_bad_nodes("consistency");
-            proof = from_leaves;
-        }
-    }
+    let proof = checked_proof_hashes(log, &ranges, "consistency", |proof| {
+        verify_consistency(old_size, new_size, &old.root_hash, &new.root_hash, proof).is_ok()
+    })
+    .await?;
     let proof = proof.iter().map(hex::encode).collect();
     Ok(ConsistencyProof {
         old_size,

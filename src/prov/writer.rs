@@ -276,37 +276,51 @@ impl<W: Write> ProvJsonWriter<W> {
     fn push_used(&mut self, event: &StoredEvent) -> io::Result<()> {
         let payload = Payload::parse(event)?;
         let time = payload.time(event, "started_at")?;
-        let activity = activity_id(event);
-        for (n, input) in (1u64..).zip(payload.inputs(event)?) {
-            let mut attributes = vec![
-                ("prov:activity", Value::String(activity.clone())),
-                ("prov:entity", Value::String(dataset_id(input))),
-            ];
-            if let Some(time) = &time {
-                attributes.push(("prov:time", Value::String(time.clone())));
-            }
-            self.write_record(&relation_id('u', event, Some(n)), &attributes)?;
-            self.counts.used += 1;
-        }
+        let inputs = payload.inputs(event)?;
+        self.counts.used += self.push_dataset_relations(event, 'u', time, inputs, |a, e| {
+            [("prov:activity", a), ("prov:entity", e)]
+        })?;
         Ok(())
     }
 
     fn push_generations(&mut self, event: &StoredEvent) -> io::Result<()> {
         let payload = Payload::parse(event)?;
         let time = payload.time(event, "ended_at")?;
+        let outputs = payload.outputs(event)?;
+        self.counts.generations +=
+            self.push_dataset_relations(event, 'g', time, outputs, |a, e| {
+                [("prov:entity", e), ("prov:activity", a)]
+            })?;
+        Ok(())
+    }
+
+    /// One `kind` relation (`u` used, `g` generation) between the event's activity and each of
+    /// `datasets`, numbered from 1, with `prov:time` when the event has that time; `pair` puts
+    /// the activity and entity attributes in the order that relation lists them. Returns how many
+    /// were written.
+    fn push_dataset_relations(
+        &mut self,
+        event: &StoredEvent,
+        kind: char,
+        time: Option<String>,
+        datasets: Vec<Uuid>,
+        pair: fn(Value, Value) -> [(&'static str, Value); 2],
+    ) -> io::Result<u64> {
         let activity = activity_id(event);
-        for (n, output) in (1u64..).zip(payload.outputs(event)?) {
-            let mut attributes = vec![
-                ("prov:entity", Value::String(dataset_id(output))),
-                ("prov:activity", Value::String(activity.clone())),
-            ];
+        let mut written = 0;
+        for (n, dataset) in (1u64..).zip(datasets) {
+            let mut attributes = pair(
+                Value::String(activity.clone()),
+                Value::String(dataset_id(dataset)),
+            )
+            .to_vec();
             if let Some(time) = &time {
                 attributes.push(("prov:time", Value::String(time.clone())));
             }
-            self.write_record(&relation_id('g', event, Some(n)), &attributes)?;
-            self.counts.generations += 1;
+            self.write_record(&relation_id(kind, event, Some(n)), &attributes)?;
+            written += 1;
         }
-        Ok(())
+        Ok(written)
     }
 
     fn push_association(&mut self, event: &StoredEvent) -> io::Result<()> {

@@ -23,6 +23,22 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
+/// A backend's list of [`Migration`]s, oldest first, each compiled in from
+/// `migrations/<name>.sql` beside the file that names it: `migrations![1 => "0001_init", ...]`.
+macro_rules! migrations {
+    ($($version:literal => $name:literal),+ $(,)?) => {
+        &[$(
+            $crate::store::migration::Migration {
+                version: $version,
+                name: $name,
+                sql: include_str!(concat!("migrations/", $name, ".sql")),
+            }
+        ),+]
+    };
+}
+
+pub(crate) use migrations;
+
 /// The newest version of `migrations` (oldest first): the schema version a binary reads and
 /// writes. 0 for an empty list.
 pub const fn newest(migrations: &[Migration]) -> u32 {

@@ -15,6 +15,7 @@
 
 pub mod migration;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 pub use crate::records::{

@@ -198,10 +198,9 @@ fn encode_key_material(bytes: &[u8; 32]) -> String {
 /// `Debug` shows the name and key id only, never the key.
 #[derive(Clone)]
 pub struct Signer {
-    /// Key name written in signature lines; part of the key id.
-    name: String,
-    /// Cached `key_id(name, public key)`.
-    key_id: u32,
+    /// The public half: the key name written in signature lines, the cached
+    /// `key_id(name, public key)` and the public key.
+    public: Verifier,
     /// The secret key. `SigningKey` zeroizes itself on drop.
     key: SigningKey,
 }
@@ -209,8 +208,8 @@ pub struct Signer {
 impl fmt::Debug for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Signer")
-            .field("name", &self.name)
-            .field("key_id", &format_args!("{:08x}", self.key_id))
+            .field("name", &self.public.name)
+            .field("key_id", &format_args!("{:08x}", self.public.key_id))
             .finish_non_exhaustive()
     }
 }
@@ -228,9 +227,13 @@ impl Signer {
                 "invalid key name {name:?}: it MUST be non-empty, without spaces or '+'"
             )));
         }
+        let public = key.verifying_key();
         Ok(Self {
-            name: name.to_string(),
-            key_id: key_id(name, &key.verifying_key()),
+            public: Verifier {
+                name: name.to_string(),
+                key_id: key_id(name, &public),
+                key: public,
+            },
             key,
         })
     }
@@ -266,7 +269,7 @@ impl Signer {
         let id = parse_key_id(id).ok_or_else(|| bad("key id is not 8 hex digits"))?;
         let seed = decode_key_material(material)?;
         let signer = Self::new(name, SigningKey::from_bytes(&seed))?;
-        if signer.key_id != id {
+        if signer.public.key_id != id {
             return Err(bad("key id does not match the name and key"));
         }
         Ok(signer)
@@ -277,40 +280,32 @@ impl Signer {
     /// logged.
     #[must_use]
     pub fn private_key_text(&self) -> String {
-        format!(
-            "PRIVATE+KEY+{}+{:08x}+{}",
-            self.name,
-            self.key_id,
-            encode_key_material(self.key.as_bytes())
-        )
+        let material = encode_key_material(self.key.as_bytes());
+        format!("PRIVATE+KEY+{}+{material}", self.public.label())
     }
 
     /// The public verifier key text `<name>+<id>+<base64(0x01 || public key)>`.
     #[must_use]
     pub fn verifier_key_text(&self) -> String {
-        self.verifier().key_text()
+        self.public.key_text()
     }
 
     /// The [`Verifier`] for this signer's key.
     #[must_use]
     pub fn verifier(&self) -> Verifier {
-        Verifier {
-            name: self.name.clone(),
-            key_id: self.key_id,
-            key: self.key.verifying_key(),
-        }
+        self.public.clone()
     }
 
     /// The key name.
     #[must_use]
     pub fn name(&self) -> &str {
-        &self.name
+        self.public.name()
     }
 
     /// The key id (see [`key_id`]).
     #[must_use]
     pub fn key_id(&self) -> u32 {
-        self.key_id
+        self.public.key_id()
     }
 
     /// The full signed note of `checkpoint`: its body, a blank line and one signature line.
@@ -349,11 +344,11 @@ impl Signer {
         }
         let signature = self.key.sign(text.as_bytes());
         let mut raw = Vec::with_capacity(4 + 64);
-        raw.extend_from_slice(&self.key_id.to_be_bytes());
+        raw.extend_from_slice(&self.public.key_id.to_be_bytes());
         raw.extend_from_slice(&signature.to_bytes());
         Ok(format!(
             "{text}\n{SIG_LINE_PREFIX}{} {}\n",
-            self.name,
+            self.public.name,
             BASE64.encode(raw)
         ))
     }
@@ -408,12 +403,8 @@ impl Verifier {
     /// The verifier key text `<name>+<8 hex id>+<base64(0x01 || public key)>`.
     #[must_use]
     pub fn key_text(&self) -> String {
-        format!(
-            "{}+{:08x}+{}",
-            self.name,
-            self.key_id,
-            encode_key_material(self.key.as_bytes())
-        )
+        let material = encode_key_material(self.key.as_bytes());
+        format!("{}+{material}", self.label())
     }
 
     /// The key name.

@@ -1,6 +1,7 @@
 //! End to end on the embedded default (on-disk queue + SQLite store), against a real
 //! `geoprov serve` child process: crash, bad input, duplicates, store outage, clean shutdown.
 
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -8,6 +9,11 @@ use bytes::Bytes;
 use crate::support::{
     post_events, sqlite_distinct_and_dense, sqlite_row_count, valid_events, wait_until, Server,
 };
+
+/// Whether the store of the data dir `dir` holds `n` rows or more within `secs` seconds.
+fn rows_reach(dir: &Path, n: u64, secs: u64) -> bool {
+    wait_until(Duration::from_secs(secs), || sqlite_row_count(dir) >= n)
+}
 
 /// Post `events` in arrays of `chunk`, asserting each answer is 202 with every event accepted.
 async fn post_all(base: &str, events: &[String], chunk: usize) {
@@ -26,19 +32,14 @@ async fn kill9_mid_persist_then_restart_stores_every_event_once() {
     let events = valid_events(20_000, "crash");
     post_all(&server.url(), &events, 1000).await;
     // Kill while the worker is in the middle of persisting.
-    assert!(
-        wait_until(Duration::from_secs(30), || sqlite_row_count(dir.path())
-            >= 3000),
-        "persisting did not start"
-    );
+    assert!(rows_reach(dir.path(), 3000, 30), "persisting did not start");
     server.kill9();
     let at_kill = sqlite_row_count(dir.path());
     assert!(at_kill < 20_000, "killed too late: {at_kill} rows already");
 
     let server = Server::start(dir.path(), &["--visibility-timeout", "2s"]);
     assert!(
-        wait_until(Duration::from_secs(60), || sqlite_row_count(dir.path())
-            >= 20_000),
+        rows_reach(dir.path(), 20_000, 60),
         "only {} rows after restart",
         sqlite_row_count(dir.path())
     );
@@ -92,8 +93,7 @@ async fn malformed_messages_become_dead_letters_and_valid_ones_rows() {
     }
     let dlq = broker.dead_letters().await.unwrap();
     assert!(
-        wait_until(Duration::from_secs(60), || sqlite_row_count(dir.path())
-            >= 10_000),
+        rows_reach(dir.path(), 10_000, 60),
         "rows: {}",
         sqlite_row_count(dir.path())
     );
@@ -129,9 +129,7 @@ async fn the_same_events_sent_three_times_are_stored_once() {
     for _ in 0..3 {
         post_all(&server.url(), &events, 250).await;
     }
-    assert!(wait_until(Duration::from_secs(30), || {
-        sqlite_row_count(dir.path()) >= 1000
-    }));
+    assert!(rows_reach(dir.path(), 1000, 30));
     // Let the worker drain the queue completely before counting for good.
     let broker = geoprov::broker::open(
         &geoprov::url::BrokerUrl::Embedded,
@@ -155,9 +153,7 @@ async fn a_store_outage_mid_stream_loses_and_duplicates_nothing() {
     let server = Server::start(dir.path(), &["--rate-limit", "5000/s"]);
     let events = valid_events(10_000, "outage");
     post_all(&server.url(), &events, 1000).await;
-    assert!(wait_until(Duration::from_secs(30), || {
-        sqlite_row_count(dir.path()) >= 1000
-    }));
+    assert!(rows_reach(dir.path(), 1000, 30));
     // Make the store unwritable: hold an exclusive write lock for a few seconds.
     let locker = rusqlite::Connection::open(dir.path().join("lineage.db")).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
@@ -171,8 +167,7 @@ async fn a_store_outage_mid_stream_loses_and_duplicates_nothing() {
     locker.execute_batch("COMMIT").unwrap();
     drop(locker);
     assert!(
-        wait_until(Duration::from_secs(60), || sqlite_row_count(dir.path())
-            >= 10_000),
+        rows_reach(dir.path(), 10_000, 60),
         "rows: {}",
         sqlite_row_count(dir.path())
     );

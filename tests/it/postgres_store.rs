@@ -7,8 +7,7 @@
 //! `postgres://postgres@127.0.0.1:5432/test`); without it every test prints "skipped: ..." and
 //! passes, unless `GEOPROV_REQUIRE_SERVICES=1`.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,10 @@ use rand::Rng;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::store_suite::{self, event_from, sources, step};
+use crate::store_suite::{
+    self, commit_one, event_from, mosaic_of, refuses_a_newer_schema, sources, step,
+    still_stored_and_walked, walk,
+};
 use crate::support::pg::{self, LocalPg, TestSchema, WorkerProcess};
 
 /// A fresh, migrated store in a schema of its own for the conformance suite (`store_suite.rs`).
@@ -100,38 +102,19 @@ async fn migrations_are_recorded_once_even_when_many_start_at_once() {
         .await
         .expect("schema_migrations");
     assert_eq!(rows.len(), MIGRATION_COUNT);
-    let size: i64 = raw
-        .query_one("SELECT size FROM log_head", &[])
-        .await
-        .expect("log_head")
-        .get(0);
-    assert_eq!(size, 0);
+    assert_eq!(pg::number(&raw, "SELECT size FROM log_head").await, 0);
 }
 
 const MIGRATION_COUNT: usize = SCHEMA_VERSION as usize;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn geoprov_columns_and_edges_are_stored() {
-    let Some(schema) = TestSchema::create().await else {
+    let Some((schema, store)) = TestSchema::with_store().await else {
         return;
     };
-    let store = PostgresStore::open_and_migrate(&schema.url())
-        .await
-        .expect("store");
     let (a, b, out) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    let event = event_from(&json!({
-        "dataset_uuid": out,
-        "operation": "mosaic",
-        "processor_id": "p",
-        "inputs": [a, b, a],
-        "outputs": [out],
-        "started_at": "2024-05-01T12:00:00.25+02:00",
-        "ended_at": "2024-05-01T10:00:03Z",
-    }));
-    store
-        .commit_batch(std::slice::from_ref(&event))
-        .await
-        .expect("commit");
+    let event = mosaic_of(a, b, out);
+    commit_one(&store, &event).await;
     let raw = schema.raw().await;
     let row = raw
         .query_one(
@@ -173,24 +156,17 @@ async fn geoprov_columns_and_edges_are_stored() {
         Some(&want[..]),
         "leaf_hash covers the row as stored"
     );
-    let mut edges: Vec<(Uuid, Uuid, String, String)> = raw
-        .query(
-            "SELECT from_uuid, to_uuid, event_id, operation FROM lineage_edges",
-            &[],
-        )
-        .await
-        .expect("edges")
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
-    edges.sort();
     let id = event.event_id.to_hex();
     let mut want = vec![
         (a, out, id.clone(), "mosaic".to_owned()),
         (b, out, id, "mosaic".to_owned()),
     ];
     want.sort();
-    assert_eq!(edges, want, "one edge per distinct input and output");
+    assert_eq!(
+        pg::edges(&raw).await,
+        want,
+        "one edge per distinct input and output"
+    );
 }
 
 /// A log written before migration 3 kept its edges in the `lineage_edges` table: the migration
@@ -218,23 +194,7 @@ async fn migration_3_moves_the_edges_table_into_the_rows() {
     ];
     let mut old_pairs = Vec::new();
     for (position, e) in (0_i64..).zip(&events) {
-        raw.execute(
-            "INSERT INTO lineage_events (event_id, dataset_uuid, operation, crs_from, crs_to, \
-             processor_id, \"timestamp\", payload_json, log_position) \
-             VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8)",
-            &[
-                &e.event_id.to_hex(),
-                &e.dataset_uuid.to_string(),
-                &e.operation,
-                &e.crs_from,
-                &e.crs_to,
-                &e.processor_id,
-                &e.payload_json,
-                &position,
-            ],
-        )
-        .await
-        .expect("row");
+        pg::insert_row(&raw, e, Utc::now(), Some(position)).await;
         for &from in &e.inputs {
             for &to in &e.outputs {
                 raw.execute(
@@ -255,19 +215,12 @@ async fn migration_3_moves_the_edges_table_into_the_rows() {
     let store = PostgresStore::open_and_migrate(&schema.url())
         .await
         .expect("migrate");
-    let mut view: Vec<(Uuid, Uuid, String, String)> = raw
-        .query(
-            "SELECT from_uuid, to_uuid, event_id, operation FROM lineage_edges",
-            &[],
-        )
-        .await
-        .expect("view")
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
-    view.sort();
     old_pairs.sort();
-    assert_eq!(view, old_pairs, "the view lists the pairs the table held");
+    assert_eq!(
+        pg::edges(&raw).await,
+        old_pairs,
+        "the view lists the pairs the table held"
+    );
     let no_edges: (Option<Vec<Uuid>>, Option<Vec<Uuid>>) = {
         let row = raw
             .query_one(
@@ -283,15 +236,7 @@ async fn migration_3_moves_the_edges_table_into_the_rows() {
         (None, None),
         "an event without edges had nothing to move"
     );
-    let up = geoprov::lineage::walk(
-        &store,
-        b,
-        Direction::Upstream,
-        10,
-        geoprov::lineage::WalkLimits::default(),
-    )
-    .await
-    .expect("walk");
+    let up = walk(&store, b, Direction::Upstream, 10).await;
     let reached: std::collections::BTreeSet<Uuid> = up.nodes.iter().map(|n| n.0).collect();
     assert_eq!(reached, [src, other, a, b].into_iter().collect());
     assert_eq!(up.edges.len(), 3);
@@ -302,15 +247,7 @@ async fn migration_3_moves_the_edges_table_into_the_rows() {
         .commit_batch(&[step("tile", &[src], &[c])])
         .await
         .expect("append");
-    let down = geoprov::lineage::walk(
-        &store,
-        src,
-        Direction::Downstream,
-        10,
-        geoprov::lineage::WalkLimits::default(),
-    )
-    .await
-    .expect("walk");
+    let down = walk(&store, src, Direction::Downstream, 10).await;
     let reached: std::collections::BTreeSet<Uuid> = down.nodes.iter().map(|n| n.0).collect();
     assert_eq!(reached, [src, a, b, c].into_iter().collect());
     assert_eq!(store.count().await.expect("count"), 4);
@@ -318,35 +255,26 @@ async fn migration_3_moves_the_edges_table_into_the_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_delete_and_truncate_are_refused() {
-    let Some(schema) = TestSchema::create().await else {
+    let Some((schema, store)) = TestSchema::with_store().await else {
         return;
     };
-    let store = PostgresStore::open_and_migrate(&schema.url())
-        .await
-        .expect("store");
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let event = step("derive", &[a], &[b]);
-    store
-        .commit_batch(std::slice::from_ref(&event))
-        .await
-        .expect("commit");
+    commit_one(&store, &event).await;
     let raw = schema.raw().await;
-    for sql in [
-        "UPDATE lineage_events SET operation = 'forged'",
-        "UPDATE lineage_events SET log_position = 7",
-        "UPDATE lineage_events SET leaf_hash = '\\x00'",
-        "DELETE FROM lineage_events",
-        "TRUNCATE lineage_events",
-        "UPDATE lineage_events SET inputs = NULL",
-        "UPDATE lineage_events SET outputs = '{}'",
-    ] {
-        let err = raw.batch_execute(sql).await.expect_err(sql);
-        let message = err
-            .as_db_error()
-            .map(|e| e.message().to_string())
-            .unwrap_or_else(|| err.to_string());
-        assert!(message.contains("is append-only"), "{sql}: {message}");
-    }
+    pg::assert_append_only(
+        &raw,
+        &[
+            "UPDATE lineage_events SET operation = 'forged'",
+            "UPDATE lineage_events SET log_position = 7",
+            "UPDATE lineage_events SET leaf_hash = '\\x00'",
+            "DELETE FROM lineage_events",
+            "TRUNCATE lineage_events",
+            "UPDATE lineage_events SET inputs = NULL",
+            "UPDATE lineage_events SET outputs = '{}'",
+        ],
+    )
+    .await;
     // The edges are a view computed from the rows: nothing can be written through it either.
     for sql in [
         "DELETE FROM lineage_edges",
@@ -355,32 +283,14 @@ async fn update_delete_and_truncate_are_refused() {
     ] {
         raw.batch_execute(sql).await.expect_err(sql);
     }
-    let stored = store
-        .get_event(&event.event_id)
-        .await
-        .expect("get")
-        .expect("still there");
-    assert_eq!(stored.operation, "derive");
-    let graph = geoprov::lineage::walk(
-        &store,
-        b,
-        Direction::Upstream,
-        1,
-        geoprov::lineage::WalkLimits::default(),
-    )
-    .await
-    .expect("lineage");
-    assert_eq!(graph.edges.len(), 1);
+    still_stored_and_walked(&store, &event, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_schema_is_refused() {
-    let Some(schema) = TestSchema::create().await else {
+    let Some((schema, store)) = TestSchema::with_store().await else {
         return;
     };
-    let store = PostgresStore::open_and_migrate(&schema.url())
-        .await
-        .expect("store");
     store.commit_batch(&sources(3)).await.expect("commit");
     drop(store);
     let newer = i32::try_from(SCHEMA_VERSION + 1).expect("small");
@@ -394,18 +304,7 @@ async fn a_newer_schema_is_refused() {
         .await
         .expect("pretend a newer geoprov migrated");
     let store = PostgresStore::open(&schema.url()).await.expect("open");
-    let err = store.migrate().await.expect_err("newer schema");
-    assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("newer")),
-        "{err}"
-    );
-    let err = store
-        .commit_batch(&sources(1))
-        .await
-        .expect_err("no writes");
-    assert!(matches!(err, StoreError::Schema(_)), "{err}");
-    let err = store.count().await.expect_err("no reads");
-    assert!(matches!(err, StoreError::Schema(_)), "{err}");
+    refuses_a_newer_schema(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,35 +320,35 @@ async fn an_unmigrated_store_asks_for_migrate() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_table_of_another_shape_is_not_adopted() {
-    let Some(schema) = TestSchema::create().await else {
-        return;
-    };
-    schema
-        .raw()
-        .await
-        .batch_execute(
-            "CREATE TABLE lineage_events (event_id integer PRIMARY KEY, dataset_uuid text, \
-             operation text, crs_from text, crs_to text, processor_id text, \
-             timestamp timestamptz, payload_json text);
-             INSERT INTO lineage_events (event_id) VALUES (1);",
-        )
-        .await
-        .expect("foreign table");
+/// In a fresh schema, `sql` creates a `lineage_events` table that `migrate` must refuse to
+/// adopt, naming `why`. `None` (after a skip) without a server.
+async fn not_adopted(sql: &str, why: &str) -> Option<TestSchema> {
+    let schema = TestSchema::create().await?;
+    schema.raw().await.batch_execute(sql).await.expect(sql);
     let store = PostgresStore::open(&schema.url()).await.expect("open");
     let err = store.migrate().await.expect_err("not adoptable");
     assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("event_id is integer")),
+        matches!(&err, StoreError::Schema(m) if m.contains(why)),
         "{err}"
     );
-    let n: i64 = schema
-        .raw()
-        .await
-        .query_one("SELECT count(*) FROM lineage_events", &[])
-        .await
-        .expect("count")
-        .get(0);
+    Some(schema)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_of_another_shape_is_not_adopted() {
+    let Some(schema) = not_adopted(
+        "CREATE TABLE lineage_events (event_id integer PRIMARY KEY, dataset_uuid text, \
+         operation text, crs_from text, crs_to text, processor_id text, \
+         timestamp timestamptz, payload_json text);
+         INSERT INTO lineage_events (event_id) VALUES (1);",
+        "event_id is integer",
+    )
+    .await
+    else {
+        return;
+    };
+    let raw = schema.raw().await;
+    let n = pg::number(&raw, "SELECT count(*) FROM lineage_events").await;
     assert_eq!(n, 1, "the table is left as it was");
 }
 
@@ -457,25 +356,14 @@ async fn a_table_of_another_shape_is_not_adopted() {
 /// is refused before anything is changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_with_a_geoprov_column_of_another_type_is_not_adopted() {
-    let Some(schema) = TestSchema::create().await else {
-        return;
-    };
-    schema
-        .raw()
-        .await
-        .batch_execute(
-            "CREATE TABLE lineage_events (event_id text PRIMARY KEY, dataset_uuid text, \
-             operation text, crs_from text, crs_to text, processor_id text, \
-             timestamp timestamptz, payload_json text, inputs text[]);",
-        )
-        .await
-        .expect("reference table with an inputs column");
-    let store = PostgresStore::open(&schema.url()).await.expect("open");
-    let err = store.migrate().await.expect_err("not adoptable");
-    assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("column inputs is text[], not uuid[]")),
-        "{err}"
-    );
+    not_adopted(
+        &format!(
+            "{} ; ALTER TABLE lineage_events ADD COLUMN inputs text[]",
+            pg::REFERENCE_TABLE
+        ),
+        "column inputs is text[], not uuid[]",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,25 +391,7 @@ async fn concurrent_commits_keep_positions_dense() {
     let events: Vec<LineageEvent> = (0..800)
         .map(|_| step("derive", &[Uuid::new_v4()], &[Uuid::new_v4()]))
         .collect();
-    let mut tasks = Vec::new();
-    for chunk in events.chunks(50) {
-        let store = Arc::clone(&store);
-        // Overlapping batches: each also repeats the first event of the whole set, so that
-        // commits race on it (the same message redelivered to several workers).
-        let mut batch = chunk.to_vec();
-        batch.push(events[0].clone());
-        tasks.push(tokio::spawn(
-            async move { store.commit_batch(&batch).await },
-        ));
-    }
-    let mut inserted = 0;
-    for task in tasks {
-        inserted += task.await.expect("join").expect("commit").inserted;
-    }
-    assert_eq!(inserted, 800);
-    let rows = store.scan(0, 1000).await.expect("scan");
-    let positions: Vec<u64> = rows.iter().map(|r| r.position).collect();
-    assert_eq!(positions, (0..800).collect::<Vec<_>>());
+    store_suite::concurrent_commits_keep_positions_dense(store, &events).await;
     let raw = schema.raw().await;
     let (n, distinct, dense) = pg::rows_distinct_dense(&raw).await;
     assert_eq!((n, distinct, dense), (800, 800, true));
@@ -540,14 +410,10 @@ async fn concurrent_commits_keep_positions_dense() {
 /// positions and no edge twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_free_writer_racing_a_commit_costs_a_retry_not_a_gap() {
-    let Some(schema) = TestSchema::create().await else {
+    let Some((schema, store)) = TestSchema::with_store().await else {
         return;
     };
-    let store = Arc::new(
-        PostgresStore::open_and_migrate(&schema.url())
-            .await
-            .expect("store"),
-    );
+    let store = Arc::new(store);
     store.commit_batch(&sources(3)).await.expect("commit");
     let raced = step("derive", &[Uuid::new_v4()], &[Uuid::new_v4()]);
     let other = step("derive", &[Uuid::new_v4()], &[Uuid::new_v4()]);
@@ -555,19 +421,7 @@ async fn a_lock_free_writer_racing_a_commit_costs_a_retry_not_a_gap() {
     // The other writer's insert is in flight (not committed) when the commit starts.
     let mut python = schema.raw().await;
     let tx = python.transaction().await.expect("begin");
-    tx.execute(
-        "INSERT INTO lineage_events (event_id, dataset_uuid, operation, processor_id, \
-         \"timestamp\", payload_json) VALUES ($1, $2, $3, $4, now(), $5)",
-        &[
-            &raced.event_id.to_hex(),
-            &raced.dataset_uuid.to_string(),
-            &raced.operation,
-            &raced.processor_id,
-            &raced.payload_json,
-        ],
-    )
-    .await
-    .expect("insert by the other writer");
+    pg::insert_row(&tx, &raced, Utc::now(), None).await;
     let commit = {
         let store = Arc::clone(&store);
         let batch = vec![raced.clone(), other.clone()];
@@ -622,15 +476,7 @@ async fn a_lock_free_writer_racing_a_commit_costs_a_retry_not_a_gap() {
     store.migrate().await.expect("adopt");
     let (n, distinct, dense) = pg::rows_distinct_dense(&raw).await;
     assert_eq!((n, distinct, dense), (5, 5, true));
-    let graph = geoprov::lineage::walk(
-        store.as_ref(),
-        raced.dataset_uuid,
-        Direction::Upstream,
-        1,
-        geoprov::lineage::WalkLimits::default(),
-    )
-    .await
-    .expect("walk");
+    let graph = walk(store.as_ref(), raced.dataset_uuid, Direction::Upstream, 1).await;
     assert_eq!(graph.edges.len(), 1);
 }
 
@@ -677,47 +523,16 @@ async fn seed_columns(raw: &tokio_postgres::Client) -> Vec<SeedColumns> {
 }
 
 async fn insert_seed_rows(raw: &tokio_postgres::Client, rows: &[SeedRow]) {
-    let stmt = raw
-        .prepare(
-            "INSERT INTO lineage_events (event_id, dataset_uuid, operation, crs_from, crs_to, \
-             processor_id, \"timestamp\", payload_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .await
-        .expect("prepare");
     for row in rows {
-        let e = &row.event;
-        raw.execute(
-            &stmt,
-            &[
-                &e.event_id.to_hex(),
-                &e.dataset_uuid.to_string(),
-                &e.operation,
-                &e.crs_from,
-                &e.crs_to,
-                &e.processor_id,
-                &row.timestamp,
-                &e.payload_json,
-            ],
-        )
-        .await
-        .expect("seed insert");
+        pg::insert_row(raw, &row.event, row.timestamp, None).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reference_table_with_rows_is_adopted_unchanged() {
-    let Some(schema) = TestSchema::create().await else {
+    let Some((schema, raw)) = TestSchema::with_reference_table().await else {
         return;
     };
-    let raw = schema.raw().await;
-    raw.batch_execute(
-        "CREATE TABLE lineage_events (event_id text PRIMARY KEY, dataset_uuid text, \
-         operation text, crs_from text, crs_to text, processor_id text, \
-         timestamp timestamptz, payload_json text)",
-    )
-    .await
-    .expect("reference table");
 
     // 1,000 rows: a chain of derivations, every fourth with no inputs; timestamps in 250
     // distinct instants, so that ties are broken by event_id; a few payload shapes the Python
@@ -781,25 +596,13 @@ async fn a_reference_table_with_rows_is_adopted_unchanged() {
 
     // Edges were built from payload_json: the whole chain is walkable.
     let last = rows.last().expect("rows").event.dataset_uuid;
-    let up = geoprov::lineage::walk(
-        &store,
-        last,
-        Direction::Upstream,
-        10_000,
-        geoprov::lineage::WalkLimits::default(),
-    )
-    .await
-    .expect("walk");
+    let up = walk(&store, last, Direction::Upstream, 10_000).await;
     assert_eq!(
         up.edges.len(),
         3,
         "three derivations back to the last source"
     );
-    let edges: i64 = raw
-        .query_one("SELECT count(*) FROM lineage_edges", &[])
-        .await
-        .expect("edges")
-        .get(0);
+    let edges = pg::number(&raw, "SELECT count(*) FROM lineage_edges").await;
     assert_eq!(edges, 750);
 
     // New events go beside them.
@@ -853,12 +656,9 @@ async fn a_reference_table_with_rows_is_adopted_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_columns_of_an_unadopted_row_cannot_be_changed_either() {
-    let Some(schema) = TestSchema::create().await else {
+    let Some((schema, store)) = TestSchema::with_store().await else {
         return;
     };
-    let store = PostgresStore::open_and_migrate(&schema.url())
-        .await
-        .expect("store");
     let raw = schema.raw().await;
     // A row written by another writer, not in the log yet.
     let row = SeedRow {
@@ -883,27 +683,6 @@ async fn seed_columns_of_an_unadopted_row_cannot_be_changed_either() {
 
 // ---------------------------------------------------------------------------------------------
 // Worker processes against a private or shared server.
-
-/// Enqueue NDJSON payloads on the embedded broker of `data_dir` with `geoprov emit`.
-fn emit(data_dir: &Path, payloads: &[String]) {
-    let file = data_dir.join(format!("emit-{}.ndjson", Uuid::new_v4().simple()));
-    std::fs::write(&file, payloads.join("\n")).expect("write events");
-    let out = Command::new(crate::support::geoprov_bin())
-        .arg("emit")
-        .arg(&file)
-        .args(["--broker", "embedded"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("GEOPROV_BROKER")
-        .stdout(Stdio::null())
-        .output()
-        .expect("geoprov emit");
-    assert!(
-        out.status.success(),
-        "emit failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 async fn stored(raw: &tokio_postgres::Client) -> i64 {
     raw.query_one("SELECT count(*) FROM lineage_events", &[])
@@ -941,7 +720,7 @@ async fn a_ten_second_outage_mid_stream_loses_and_duplicates_nothing() {
         "the worker did not migrate:\n{}",
         worker.log_text()
     );
-    emit(data.path(), &payloads[..EVENTS / 2]);
+    crate::support::tlog::emit(data.path(), &payloads[..EVENTS / 2]);
     assert!(
         pg::wait_for(Duration::from_secs(30), || async {
             stored(&raw).await >= 2000
@@ -955,7 +734,7 @@ async fn a_ten_second_outage_mid_stream_loses_and_duplicates_nothing() {
     // Down for ten seconds, mid-stream; the rest of the stream arrives during the outage.
     server.stop();
     let down_at = Instant::now();
-    emit(data.path(), &payloads[EVENTS / 2..]);
+    crate::support::tlog::emit(data.path(), &payloads[EVENTS / 2..]);
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(down_at.elapsed())).await;
     assert!(
         worker.child.try_wait().expect("poll").is_none(),
@@ -978,12 +757,10 @@ async fn a_ten_second_outage_mid_stream_loses_and_duplicates_nothing() {
     );
     let (n, distinct, dense) = pg::rows_distinct_dense(&raw).await;
     assert_eq!((n, distinct, dense), (EVENTS as i64, EVENTS as i64, true));
-    let size: i64 = raw
-        .query_one("SELECT size FROM log_head", &[])
-        .await
-        .expect("log_head")
-        .get(0);
-    assert_eq!(size, EVENTS as i64);
+    assert_eq!(
+        pg::number(&raw, "SELECT size FROM log_head").await,
+        EVENTS as i64
+    );
 
     // One line per state change, not one per attempt.
     assert_eq!(
@@ -1011,10 +788,7 @@ async fn three_workers_killed_at_random_store_every_event_once() {
         .await
         .expect("migrate");
     let data = tempfile::tempdir().expect("data dir");
-    emit(
-        data.path(),
-        &crate::support::valid_events(EVENTS, "pg-three-workers"),
-    );
+    let events = crate::support::valid_events(EVENTS, "pg-three-workers");
     let args = [
         "--concurrency",
         "2",
@@ -1025,9 +799,7 @@ async fn three_workers_killed_at_random_store_every_event_once() {
         "--visibility-timeout",
         "2s",
     ];
-    let mut workers: Vec<WorkerProcess> = (0..3)
-        .map(|i| WorkerProcess::start(data.path(), &url, &format!("worker-{i}.log"), &args))
-        .collect();
+    let mut workers = WorkerProcess::fleet(3, data.path(), &url, &events, &args);
     // Each worker is killed once, when the store passes a random count, and restarted at once.
     let mut rng = rand::thread_rng();
     let mut kill_at: Vec<Option<i64>> = (0..3)
@@ -1042,8 +814,7 @@ async fn three_workers_killed_at_random_store_every_event_once() {
                 *at = None;
                 workers[i].kill9();
                 tokio::time::sleep(Duration::from_millis(rng.gen_range(0..300))).await;
-                workers[i] =
-                    WorkerProcess::start(data.path(), &url, &format!("worker-{i}.log"), &args);
+                workers[i] = WorkerProcess::numbered(i, data.path(), &url, &args);
             }
         }
         if n >= EVENTS as i64 && kill_at.iter().all(Option::is_none) {
@@ -1052,11 +823,7 @@ async fn three_workers_killed_at_random_store_every_event_once() {
         assert!(
             Instant::now() < deadline,
             "only {n} of {EVENTS} stored; logs:\n{}",
-            workers
-                .iter()
-                .map(WorkerProcess::log_text)
-                .collect::<Vec<_>>()
-                .join("\n")
+            WorkerProcess::logs(&workers)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -1087,27 +854,22 @@ impl Pki {
             return None;
         }
         let dir = tempfile::tempdir().expect("pki dir");
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .output()
-                .expect("openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let run =
+            |args: &[&str]| pg::run_ok(Command::new("openssl").args(args).current_dir(dir.path()));
+        // A new P-256 key (unencrypted) and a request or certificate for it.
+        let new_key = |args: &[&str]| {
+            let key = [
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ];
+            run(&[&key[..], args].concat());
         };
-        run(&[
-            "req",
+        new_key(&[
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
             "-keyout",
             "ca.key",
             "-out",
@@ -1131,13 +893,7 @@ impl Pki {
                 ),
             )
             .expect("ext file");
-            run(&[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
+            new_key(&[
                 "-keyout",
                 &format!("{name}.key"),
                 "-out",
@@ -1175,14 +931,16 @@ impl Pki {
     }
 }
 
-/// A private server with `ssl = on`, presenting the certificate made for `name`.
-fn tls_server(pki: &Pki, name: &str) -> Option<LocalPg> {
+/// A throwaway PKI and a private server with `ssl = on`, presenting the certificate made for
+/// `name`; `None` (after a skip) without openssl or the server binaries.
+fn tls_server(name: &str) -> Option<(Pki, LocalPg)> {
+    let pki = Pki::make()?;
     let server =
         LocalPg::init("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'")?;
     server.put_file("server.crt", &pki.read(&format!("{name}.crt")));
     server.put_file("server.key", &pki.read(&format!("{name}.key")));
     server.start();
-    Some(server)
+    Some((pki, server))
 }
 
 async fn migrate_and_commit(url: &str) -> Result<u64, StoreError> {
@@ -1193,10 +951,7 @@ async fn migrate_and_commit(url: &str) -> Result<u64, StoreError> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_verify_full_accepts_the_right_host_and_refuses_another() {
-    let Some(pki) = Pki::make() else {
-        return;
-    };
-    let Some(server) = tls_server(&pki, "localhost") else {
+    let Some((pki, server)) = tls_server("localhost") else {
         return;
     };
     let ca = pki.ca();
@@ -1253,10 +1008,7 @@ async fn tls_verify_full_accepts_the_right_host_and_refuses_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_verify_full_refuses_a_certificate_for_another_host_name() {
-    let Some(pki) = Pki::make() else {
-        return;
-    };
-    let Some(server) = tls_server(&pki, "elsewhere.example") else {
+    let Some((pki, server)) = tls_server("elsewhere.example") else {
         return;
     };
     let full = format!("sslmode=verify-full&sslrootcert={}", pki.ca());
@@ -1324,22 +1076,13 @@ fn bench_like_events(n: usize) -> Vec<LineageEvent> {
 async fn measure_commit_throughput() {
     const BATCHES: usize = 200;
     const BATCH: usize = 1000;
-    let Some(schema) = TestSchema::create().await else {
-        return;
-    };
-    let store = Arc::new(
-        PostgresStore::open_and_migrate(&schema.url())
-            .await
-            .expect("store"),
-    );
     let events = bench_like_events(BATCHES * BATCH);
     for tasks in [1_usize, 2] {
-        let schema = TestSchema::create().await.expect("schema");
-        let store = Arc::new(
-            PostgresStore::open_and_migrate(&schema.url())
-                .await
-                .expect("store"),
-        );
+        // A fresh schema per run, so that the second starts from an empty log too.
+        let Some((_schema, store)) = TestSchema::with_store().await else {
+            return;
+        };
+        let store = Arc::new(store);
         let started = Instant::now();
         let chunks: Vec<Vec<LineageEvent>> = events.chunks(BATCH).map(<[_]>::to_vec).collect();
         let chunks = Arc::new(std::sync::Mutex::new(chunks));
@@ -1367,5 +1110,4 @@ async fn measure_commit_throughput() {
             events.len() as f64 / elapsed.as_secs_f64()
         );
     }
-    drop(store);
 }

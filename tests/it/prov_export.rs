@@ -7,7 +7,7 @@ use std::process::Command;
 
 use geoprov::sample;
 
-use crate::support::geoprov_bin;
+use crate::support::tlog::{geoprov, text};
 
 /// A data dir whose SQLite store holds the sample pipeline.
 async fn store_with_sample() -> tempfile::TempDir {
@@ -25,17 +25,8 @@ async fn store_with_sample() -> tempfile::TempDir {
 }
 
 fn export(dir: &Path, extra: &[&str]) -> Vec<u8> {
-    let out = Command::new(geoprov_bin())
-        .args(["export", "prov", "--data-dir"])
-        .arg(dir)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = geoprov(dir, &[&["export", "prov"], extra].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
     out.stdout
 }
 
@@ -104,10 +95,6 @@ async fn since_and_until_select_by_record_time() {
     let none: serde_json::Value =
         serde_json::from_slice(&export(dir.path(), &["--until", "2000-01-01T00:00:00Z"])).unwrap();
     assert!(ids(&none, "activity").is_empty());
-    let out = Command::new(geoprov_bin())
-        .args(["export", "prov", "--since", "yesterday", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = geoprov(dir.path(), &["export", "prov", "--since", "yesterday"]);
     assert_eq!(out.status.code(), Some(2));
 }

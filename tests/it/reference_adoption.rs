@@ -20,10 +20,20 @@ use crate::redis_support::{python, redis_url, unique, CeleryEnv, KeyCleanup, Wor
 use crate::support::pg::{self, TestSchema};
 use crate::support::tlog::{geoprov, text, verify_fails, verify_ok};
 
-/// The reference table, as the seed's operators created it.
-const REFERENCE_SCHEMA: &str = "CREATE TABLE lineage_events (event_id text PRIMARY KEY, \
-    dataset_uuid text, operation text, crs_from text, crs_to text, processor_id text, \
-    \"timestamp\" timestamptz, payload_json text)";
+/// What an adoption test needs: Redis for the Celery queue, the Python that runs the reference
+/// task, and a test schema holding the reference table (with a raw connection to it). `None`
+/// (after a skip) when one is missing.
+async fn reference_setup() -> Option<(
+    String,
+    std::path::PathBuf,
+    TestSchema,
+    tokio_postgres::Client,
+)> {
+    let url = redis_url()?;
+    let py = python()?;
+    let (schema, raw) = TestSchema::with_reference_table().await?;
+    Some((url, py, schema, raw))
+}
 
 /// A Redis queue of the test's own for the reference Celery app.
 fn celery_env(url: &str, name: &str) -> (CeleryEnv, KeyCleanup) {
@@ -121,6 +131,23 @@ async fn row_count(raw: &tokio_postgres::Client) -> i64 {
         .map_or(0, |r| r.get(0))
 }
 
+/// `geoprov migrate` adopts the `n` rows the reference task wrote without changing a seed column;
+/// after a checkpoint, `verify` passes on all of them. Returns the signing key.
+async fn adopt_and_verify(raw: &tokio_postgres::Client, dir: &Path, url: &str, n: i64) -> Signer {
+    let before = seed_rows(raw).await;
+    migrate(dir, url);
+    assert_eq!(seed_rows(raw).await, before, "every seed column unchanged");
+    assert_eq!(unlogged_and_logged(raw).await, (0, n));
+    let signer = checkpoint(dir, url).await;
+    let key = signer.verifier_key_text();
+    let (stdout, stderr) = verify_ok(dir, &["--store", url, "--key", &key]);
+    assert!(
+        stdout.contains(&format!("OK: {n} events")),
+        "{stdout} {stderr}"
+    );
+    signer
+}
+
 /// `geoprov migrate --store URL`, asserting exit 0.
 fn migrate(dir: &Path, url: &str) {
     let out = geoprov(dir, &["migrate", "--store", url]);
@@ -148,15 +175,9 @@ async fn checkpoint(dir: &Path, url: &str) -> Signer {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rows_written_by_the_reference_task_are_adopted_and_verify() {
-    let Some(url) = redis_url() else { return };
-    let Some(py) = python() else { return };
-    let Some(schema) = TestSchema::create().await else {
+    let Some((url, py, schema, raw)) = reference_setup().await else {
         return;
     };
-    let raw = schema.raw().await;
-    raw.batch_execute(REFERENCE_SCHEMA)
-        .await
-        .expect("reference table");
     let (env, _cleanup) = celery_env(&url, "adopt");
     let dir = tempfile::tempdir().unwrap();
     let db_uri = reference_db_uri(&schema);
@@ -197,15 +218,9 @@ async fn rows_written_by_the_reference_task_are_adopted_and_verify() {
     );
     assert!(ids.contains(&sample.0));
 
-    let before = seed_rows(&raw).await;
-    migrate(dir.path(), &schema.url());
-    assert_eq!(seed_rows(&raw).await, before, "every seed column unchanged");
-    assert_eq!(unlogged_and_logged(&raw).await, (0, 300));
-    let signer = checkpoint(dir.path(), &schema.url()).await;
-    let key = signer.verifier_key_text();
     let store_url = schema.url();
-    let (stdout, _) = verify_ok(dir.path(), &["--store", &store_url, "--key", &key]);
-    assert!(stdout.contains("OK: 300 events"), "{stdout}");
+    let signer = adopt_and_verify(&raw, dir.path(), &store_url, 300).await;
+    let key = signer.verifier_key_text();
 
     // An adopted row's inclusion proof carries its stored (unsorted) text and checks offline.
     let proof = geoprov(dir.path(), &["prove", &sample.0, "--store", &store_url]);
@@ -273,15 +288,9 @@ async fn rows_written_by_the_reference_task_are_adopted_and_verify() {
 /// checkpoint the whole log verifies.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mixed_fleet_writing_one_adopted_table_verifies_after_migrate() {
-    let Some(url) = redis_url() else { return };
-    let Some(py) = python() else { return };
-    let Some(schema) = TestSchema::create().await else {
+    let Some((url, py, schema, raw)) = reference_setup().await else {
         return;
     };
-    let raw = schema.raw().await;
-    raw.batch_execute(REFERENCE_SCHEMA)
-        .await
-        .expect("reference table");
     let dir = tempfile::tempdir().unwrap();
     let store_url = schema.url();
     // The table is adopted before the fleet starts (empty here), as the migration guide says.
@@ -338,12 +347,5 @@ async fn a_mixed_fleet_writing_one_adopted_table_verifies_after_migrate() {
         "every task stored once, under the Python event id"
     );
 
-    let before = seed_rows(&raw).await;
-    migrate(dir.path(), &store_url);
-    assert_eq!(seed_rows(&raw).await, before, "every seed column unchanged");
-    assert_eq!(unlogged_and_logged(&raw).await, (0, 1500));
-    let signer = checkpoint(dir.path(), &store_url).await;
-    let key = signer.verifier_key_text();
-    let (stdout, stderr) = verify_ok(dir.path(), &["--store", &store_url, "--key", &key]);
-    assert!(stdout.contains("OK: 1500 events"), "{stdout} {stderr}");
+    adopt_and_verify(&raw, dir.path(), &store_url, 1500).await;
 }

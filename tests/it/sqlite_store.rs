@@ -15,35 +15,44 @@ use rusqlite::Connection;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::store_suite::{self, event_from, sources, step};
+use crate::store_suite::{
+    self, commit_one, event_from, mosaic_of, refuses_a_newer_schema, sources, step,
+    still_stored_and_walked, walk,
+};
 
 /// A store file in its own temporary directory, removed on drop.
-struct TempDb {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
+struct TempDb(tempfile::TempDir);
 
 impl TempDb {
     fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        // A directory that does not exist yet: `open` must create it.
-        let path = dir.path().join("data").join("lineage.db");
-        TempDb { _dir: dir, path }
+        TempDb(tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// The store file, in a directory that does not exist yet: `open` must create it.
+    fn path(&self) -> PathBuf {
+        self.0.path().join("data").join("lineage.db")
     }
 
     async fn open(&self) -> SqliteStore {
-        SqliteStore::open(&self.path).await.expect("open store")
+        SqliteStore::open(self.path()).await.expect("open store")
+    }
+
+    /// A fresh file with a migrated store on it.
+    async fn with_store() -> (TempDb, SqliteStore) {
+        let db = TempDb::new();
+        let store = db.migrated().await;
+        (db, store)
     }
 
     async fn migrated(&self) -> SqliteStore {
-        SqliteStore::open_and_migrate(&self.path)
+        SqliteStore::open_and_migrate(self.path())
             .await
             .expect("open and migrate store")
     }
 
     /// A second, raw connection to the same file, as an operator's `sqlite3` shell would be.
     fn raw(&self) -> Connection {
-        Connection::open(&self.path).expect("raw connection")
+        Connection::open(self.path()).expect("raw connection")
     }
 }
 
@@ -58,7 +67,10 @@ pub async fn fresh_store() -> store_suite::Fresh {
 async fn open_creates_the_file_in_wal_mode_without_migrating() {
     let db = TempDb::new();
     let store = db.open().await;
-    assert!(db.path.exists(), "open creates the file and its directory");
+    assert!(
+        db.path().exists(),
+        "open creates the file and its directory"
+    );
     let raw = db.raw();
     let mode: String = raw
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -99,8 +111,7 @@ async fn in_memory_and_empty_paths_are_refused() {
 
 #[tokio::test]
 async fn migrations_are_recorded_once() {
-    let db = TempDb::new();
-    let store = db.migrated().await;
+    let (db, store) = TempDb::with_store().await;
     assert_eq!(store.migrate().await.expect("again"), SCHEMA_VERSION);
     // A second handle on the same file sees the schema as current.
     let other = db.open().await;
@@ -123,22 +134,10 @@ async fn migrations_are_recorded_once() {
 
 #[tokio::test]
 async fn geoprov_columns_and_edges_are_stored() {
-    let db = TempDb::new();
-    let store = db.migrated().await;
+    let (db, store) = TempDb::with_store().await;
     let (a, b, out) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    let event = event_from(&json!({
-        "dataset_uuid": out,
-        "operation": "mosaic",
-        "processor_id": "p",
-        "inputs": [a, b, a],
-        "outputs": [out],
-        "started_at": "2024-05-01T12:00:00.25+02:00",
-        "ended_at": "2024-05-01T10:00:03Z",
-    }));
-    store
-        .commit_batch(std::slice::from_ref(&event))
-        .await
-        .expect("commit");
+    let event = mosaic_of(a, b, out);
+    commit_one(&store, &event).await;
 
     let raw = db.raw();
     let (position, timestamp, started, ended, leaf): (
@@ -198,14 +197,10 @@ async fn geoprov_columns_and_edges_are_stored() {
 
 #[tokio::test]
 async fn update_and_delete_are_refused() {
-    let db = TempDb::new();
-    let store = db.migrated().await;
+    let (db, store) = TempDb::with_store().await;
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let event = step("derive", &[a], &[b]);
-    store
-        .commit_batch(std::slice::from_ref(&event))
-        .await
-        .expect("commit");
+    commit_one(&store, &event).await;
 
     let raw = db.raw();
     for sql in [
@@ -218,28 +213,12 @@ async fn update_and_delete_are_refused() {
         let err = raw.execute(sql, []).expect_err(sql);
         assert!(err.to_string().contains("is append-only"), "{sql}: {err}");
     }
-    let stored = store
-        .get_event(&event.event_id)
-        .await
-        .expect("get")
-        .expect("still there");
-    assert_eq!(stored.operation, "derive");
-    let graph = geoprov::lineage::walk(
-        &store,
-        b,
-        Direction::Upstream,
-        1,
-        geoprov::lineage::WalkLimits::default(),
-    )
-    .await
-    .expect("lineage");
-    assert_eq!(graph.edges.len(), 1);
+    still_stored_and_walked(&store, &event, b).await;
 }
 
 #[tokio::test]
 async fn a_newer_schema_is_refused() {
-    let db = TempDb::new();
-    let store = db.migrated().await;
+    let (db, store) = TempDb::with_store().await;
     store.commit_batch(&sources(3)).await.expect("commit");
     drop(store);
     db.raw()
@@ -249,26 +228,13 @@ async fn a_newer_schema_is_refused() {
         )
         .expect("pretend a newer geoprov migrated");
 
-    let store = db.open().await;
-    let err = store.migrate().await.expect_err("newer schema");
-    assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("newer")),
-        "{err}"
-    );
-    assert!(!err.is_transient());
-    let err = store
-        .commit_batch(&sources(1))
-        .await
-        .expect_err("no writes to a newer schema");
-    assert!(matches!(err, StoreError::Schema(_)), "{err}");
-    let err = store.count().await.expect_err("no reads of a newer schema");
-    assert!(matches!(err, StoreError::Schema(_)), "{err}");
+    refuses_a_newer_schema(&db.open().await).await;
 }
 
 #[tokio::test]
 async fn a_foreign_lineage_table_is_not_adopted_silently() {
     let db = TempDb::new();
-    std::fs::create_dir_all(db.path.parent().expect("parent")).expect("dir");
+    std::fs::create_dir_all(db.path().parent().expect("parent")).expect("dir");
     db.raw()
         .execute_batch(
             "CREATE TABLE lineage_events (event_id TEXT PRIMARY KEY, dataset_uuid TEXT, \
@@ -292,8 +258,7 @@ async fn a_foreign_lineage_table_is_not_adopted_silently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_database_is_a_transient_error_until_released() {
-    let db = TempDb::new();
-    let store = db.migrated().await;
+    let (db, store) = TempDb::with_store().await;
     let events = sources(10);
     store.commit_batch(&events[..5]).await.expect("commit");
 
@@ -336,26 +301,11 @@ async fn a_locked_database_is_a_transient_error_until_released() {
 async fn concurrent_commits_keep_positions_dense() {
     let db = TempDb::new();
     let store: Arc<dyn Store> = Arc::new(db.migrated().await);
-    let events = sources(400);
-    let mut tasks = Vec::new();
-    for chunk in events.chunks(50) {
-        let store = Arc::clone(&store);
-        // Overlapping batches: each also repeats the first event of the whole set.
-        let mut batch = chunk.to_vec();
-        batch.push(events[0].clone());
-        tasks.push(tokio::spawn(
-            async move { store.commit_batch(&batch).await },
-        ));
-    }
-    let mut inserted = 0;
-    for task in tasks {
-        inserted += task.await.expect("join").expect("commit").inserted;
-    }
-    assert_eq!(inserted, 400);
-    let rows = store.scan(0, 1000).await.expect("scan");
-    let positions: Vec<u64> = rows.iter().map(|r| r.position).collect();
-    assert_eq!(positions, (0..400).collect::<Vec<_>>());
+    store_suite::concurrent_commits_keep_positions_dense(store, &sources(400)).await;
 }
+
+/// The batch size of the measurements.
+const BATCH: usize = 1000;
 
 /// A realistic event of about 500 bytes: an operation with CRS pair, one input, event times,
 /// parameters, a checksum and a bounding box.
@@ -389,9 +339,7 @@ fn realistic(i: usize, input: Uuid, output: Uuid) -> LineageEvent {
 #[ignore = "measurement; run in release with --ignored --nocapture"]
 async fn measure_commit_throughput() {
     const BATCHES: usize = 200;
-    const BATCH: usize = 1000;
-    let db = TempDb::new();
-    let store = db.migrated().await;
+    let (_db, store) = TempDb::with_store().await;
     let mut previous = Uuid::new_v4();
     let events: Vec<LineageEvent> = (0..BATCHES * BATCH)
         .map(|i| {
@@ -443,9 +391,7 @@ async fn measure_commit_throughput() {
 #[ignore = "measurement; run in release with --ignored --nocapture"]
 async fn measure_lineage_walk_in_a_million_events() {
     const EVENTS: usize = 1_000_000;
-    const BATCH: usize = 1000;
-    let db = TempDb::new();
-    let store = db.migrated().await;
+    let (_db, store) = TempDb::with_store().await;
     // A pipeline graph: every event reads two datasets written by the previous few thousand
     // events, so walks fan out and reconverge.
     let mut outputs: Vec<Uuid> = (0..16).map(|_| Uuid::new_v4()).collect();
@@ -500,15 +446,7 @@ async fn measure_lineage_walk_in_a_million_events() {
         ),
     ] {
         let started = Instant::now();
-        let graph = geoprov::lineage::walk(
-            &store,
-            root,
-            direction,
-            10,
-            geoprov::lineage::WalkLimits::default(),
-        )
-        .await
-        .expect("walk");
+        let graph = walk(&store, root, direction, 10).await;
         println!(
             "lineage {label}, depth 10: {} datasets, {} edges in {:.2?}",
             graph.nodes.len(),

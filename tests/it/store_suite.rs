@@ -1,10 +1,10 @@
 //! The conformance suite for the [`Store`] trait: every backend runs every case.
 //!
 //! Each case is a plain `async fn` that takes a freshly migrated, empty store as
-//! `Arc<dyn Store>` and panics on failure. [`store_suite!`] stamps one `#[tokio::test]` per case
-//! onto a backend, from the backend's factory (a fresh database per case, so cases run in
-//! parallel); the backends are stamped at the end of this file, so a new backend gets the whole
-//! contract by adding one line. Backend-specific behaviour (triggers seen through raw SQL, locks,
+//! `Arc<dyn Store>` and panics on failure. `stamp_suite!` (in `support/stamp.rs`, at the end of
+//! this file) stamps one `#[tokio::test]` per case onto every backend, from the backend's factory
+//! (a fresh database per case, so cases run in parallel); the backends are listed there once, so
+//! a new backend gets the whole contract by adding one line. Backend-specific behaviour (triggers seen through raw SQL, locks,
 //! schema versions) is tested in the backend's own module, not here.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,18 +54,43 @@ fn ids(n: usize) -> Vec<Uuid> {
     (0..n).map(|_| Uuid::new_v4()).collect()
 }
 
+/// `N` fresh dataset ids.
+fn fresh<const N: usize>() -> [Uuid; N] {
+    std::array::from_fn(|_| Uuid::new_v4())
+}
+
+/// A chain `a[0]` → `a[1]` → … → `a[n - 1]` of derivations, committed; the datasets and the
+/// events.
+async fn chain(store: &Arc<dyn Store>, n: usize) -> (Vec<Uuid>, Vec<LineageEvent>) {
+    let a = ids(n);
+    let batch: Vec<LineageEvent> = (1..n)
+        .map(|i| step("derive", &[a[i - 1]], &[a[i]]))
+        .collect();
+    commit(store, &batch).await;
+    (a, batch)
+}
+
+/// `nodes` at depths 0, 1, 2, … in order.
+fn at_depths<'a>(nodes: impl IntoIterator<Item = &'a Uuid>) -> Vec<(Uuid, u32)> {
+    nodes.into_iter().copied().zip(0..).collect()
+}
+
+/// Commits `event` alone.
+pub async fn commit_one(store: &dyn Store, event: &LineageEvent) {
+    store
+        .commit_batch(std::slice::from_ref(event))
+        .await
+        .expect("commit");
+}
+
 async fn commit(store: &Arc<dyn Store>, batch: &[LineageEvent]) -> CommitReport {
     store.commit_batch(batch).await.expect("commit_batch")
 }
 
-async fn walk(
-    store: &Arc<dyn Store>,
-    root: Uuid,
-    direction: Direction,
-    depth: u32,
-) -> LineageGraph {
+/// The lineage walk from `root`, with the default limits.
+pub async fn walk(store: &dyn Store, root: Uuid, direction: Direction, depth: u32) -> LineageGraph {
     geoprov::lineage::walk(
-        store.as_ref(),
+        store,
         root,
         direction,
         depth,
@@ -92,6 +117,78 @@ fn edge_pairs(graph: &LineageGraph) -> BTreeSet<(Uuid, Uuid)> {
 fn expect_nodes(graph: &LineageGraph, expected: &[(Uuid, u32)]) {
     let expected: BTreeMap<Uuid, u32> = expected.iter().copied().collect();
     assert_eq!(depths(graph), expected);
+}
+
+/// The event each backend's `geoprov_columns_and_edges_are_stored` commits: a mosaic of `a` and
+/// `b` (`a` named twice) into `out`, with event times given in another zone.
+pub fn mosaic_of(a: Uuid, b: Uuid, out: Uuid) -> LineageEvent {
+    event_from(&json!({
+        "dataset_uuid": out,
+        "operation": "mosaic",
+        "processor_id": "p",
+        "inputs": [a, b, a],
+        "outputs": [out],
+        "started_at": "2024-05-01T12:00:00.25+02:00",
+        "ended_at": "2024-05-01T10:00:03Z",
+    }))
+}
+
+/// After a backend refused every change to `event` (a derivation of `b`), it is still stored
+/// as it was and its one edge is still walked.
+pub async fn still_stored_and_walked(store: &dyn Store, event: &LineageEvent, b: Uuid) {
+    let stored = store
+        .get_event(&event.event_id)
+        .await
+        .expect("get")
+        .expect("still there");
+    assert_eq!(stored.operation, "derive");
+    let graph = walk(store, b, Direction::Upstream, 1).await;
+    assert_eq!(graph.edges.len(), 1);
+}
+
+/// A store whose schema a newer geoprov migrated: `migrate` names it, and writes and reads are
+/// refused as schema errors too.
+pub async fn refuses_a_newer_schema(store: &dyn Store) {
+    let err = store.migrate().await.expect_err("newer schema");
+    assert!(
+        matches!(&err, StoreError::Schema(m) if m.contains("newer")),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+    let err = store
+        .commit_batch(&sources(1))
+        .await
+        .expect_err("no writes to a newer schema");
+    assert!(matches!(err, StoreError::Schema(_)), "{err}");
+    let err = store.count().await.expect_err("no reads of a newer schema");
+    assert!(matches!(err, StoreError::Schema(_)), "{err}");
+}
+
+/// `events` committed at once in overlapping batches of 50 (each also repeats the first event
+/// of the whole set, so that commits race on it, as on a message redelivered to several
+/// workers): each is stored once and positions are dense.
+pub async fn concurrent_commits_keep_positions_dense(
+    store: Arc<dyn Store>,
+    events: &[LineageEvent],
+) {
+    let mut tasks = Vec::new();
+    for chunk in events.chunks(50) {
+        let store = Arc::clone(&store);
+        let mut batch = chunk.to_vec();
+        batch.push(events[0].clone());
+        tasks.push(tokio::spawn(
+            async move { store.commit_batch(&batch).await },
+        ));
+    }
+    let mut inserted = 0;
+    for task in tasks {
+        inserted += task.await.expect("join").expect("commit").inserted;
+    }
+    let n = events.len() as u64;
+    assert_eq!(inserted, n);
+    let rows = store.scan(0, 1000).await.expect("scan");
+    let positions: Vec<u64> = rows.iter().map(|r| r.position).collect();
+    assert_eq!(positions, (0..n).collect::<Vec<_>>());
 }
 
 /// Every column of a committed event reads back as it was written.
@@ -267,25 +364,11 @@ pub async fn count_is_log_size(store: Arc<dyn Store>) {
 
 /// A chain a0 → a1 → … → a5, walked both ways, with depth bounds.
 pub async fn lineage_chain(store: Arc<dyn Store>) {
-    let a = ids(6);
-    let batch: Vec<LineageEvent> = (1..6)
-        .map(|i| step("derive", &[a[i - 1]], &[a[i]]))
-        .collect();
-    commit(&store, &batch).await;
+    let (a, batch) = chain(&store, 6).await;
 
-    let up = walk(&store, a[5], Direction::Upstream, 10).await;
+    let up = walk(store.as_ref(), a[5], Direction::Upstream, 10).await;
     assert_eq!(up.root, Some(a[5]));
-    expect_nodes(
-        &up,
-        &[
-            (a[5], 0),
-            (a[4], 1),
-            (a[3], 2),
-            (a[2], 3),
-            (a[1], 4),
-            (a[0], 5),
-        ],
-    );
+    expect_nodes(&up, &at_depths(a.iter().rev()));
     let expected_edges: BTreeSet<(Uuid, Uuid)> = (1..6).map(|i| (a[i - 1], a[i])).collect();
     assert_eq!(edge_pairs(&up), expected_edges);
     for edge in &up.edges {
@@ -293,64 +376,45 @@ pub async fn lineage_chain(store: Arc<dyn Store>) {
         assert!(batch.iter().any(|e| e.event_id.to_hex() == edge.event_id));
     }
 
-    let down = walk(&store, a[0], Direction::Downstream, 10).await;
-    expect_nodes(
-        &down,
-        &[
-            (a[0], 0),
-            (a[1], 1),
-            (a[2], 2),
-            (a[3], 3),
-            (a[4], 4),
-            (a[5], 5),
-        ],
-    );
+    let down = walk(store.as_ref(), a[0], Direction::Downstream, 10).await;
+    expect_nodes(&down, &at_depths(&a));
     assert_eq!(edge_pairs(&down), expected_edges);
 
-    let mid_up = walk(&store, a[3], Direction::Upstream, 10).await;
+    let mid_up = walk(store.as_ref(), a[3], Direction::Upstream, 10).await;
     expect_nodes(&mid_up, &[(a[3], 0), (a[2], 1), (a[1], 2), (a[0], 3)]);
-    let mid_down = walk(&store, a[3], Direction::Downstream, 10).await;
+    let mid_down = walk(store.as_ref(), a[3], Direction::Downstream, 10).await;
     expect_nodes(&mid_down, &[(a[3], 0), (a[4], 1), (a[5], 2)]);
 }
 
 /// The depth bound: depth 0 is the root alone; depth n stops n edges away, with only the edges
 /// leaving nodes closer than n.
 pub async fn lineage_depth_bound(store: Arc<dyn Store>) {
-    let a = ids(6);
-    let batch: Vec<LineageEvent> = (1..6)
-        .map(|i| step("derive", &[a[i - 1]], &[a[i]]))
-        .collect();
-    commit(&store, &batch).await;
+    let (a, _) = chain(&store, 6).await;
 
-    let zero = walk(&store, a[5], Direction::Upstream, 0).await;
+    let zero = walk(store.as_ref(), a[5], Direction::Upstream, 0).await;
     expect_nodes(&zero, &[(a[5], 0)]);
     assert!(zero.edges.is_empty());
 
-    let two = walk(&store, a[5], Direction::Upstream, 2).await;
+    let two = walk(store.as_ref(), a[5], Direction::Upstream, 2).await;
     expect_nodes(&two, &[(a[5], 0), (a[4], 1), (a[3], 2)]);
     assert_eq!(
         edge_pairs(&two),
         BTreeSet::from([(a[4], a[5]), (a[3], a[4])])
     );
 
-    let down = walk(&store, a[0], Direction::Downstream, 1).await;
+    let down = walk(store.as_ref(), a[0], Direction::Downstream, 1).await;
     expect_nodes(&down, &[(a[0], 0), (a[1], 1)]);
 
     // A dataset nothing mentions is a graph of its root alone.
     let stranger = Uuid::new_v4();
-    let alone = walk(&store, stranger, Direction::Upstream, 5).await;
+    let alone = walk(store.as_ref(), stranger, Direction::Upstream, 5).await;
     expect_nodes(&alone, &[(stranger, 0)]);
     assert!(alone.edges.is_empty());
 }
 
 /// A diamond: top feeds left and right, which both feed bottom.
 pub async fn lineage_diamond(store: Arc<dyn Store>) {
-    let [top, left, right, bottom] = [
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-    ];
+    let [top, left, right, bottom] = fresh();
     commit(
         &store,
         &[
@@ -362,11 +426,11 @@ pub async fn lineage_diamond(store: Arc<dyn Store>) {
     .await;
     let all_edges = BTreeSet::from([(top, left), (top, right), (left, bottom), (right, bottom)]);
 
-    let up = walk(&store, bottom, Direction::Upstream, 10).await;
+    let up = walk(store.as_ref(), bottom, Direction::Upstream, 10).await;
     expect_nodes(&up, &[(bottom, 0), (left, 1), (right, 1), (top, 2)]);
     assert_eq!(edge_pairs(&up), all_edges);
 
-    let down = walk(&store, top, Direction::Downstream, 10).await;
+    let down = walk(store.as_ref(), top, Direction::Downstream, 10).await;
     expect_nodes(&down, &[(top, 0), (left, 1), (right, 1), (bottom, 2)]);
     assert_eq!(edge_pairs(&down), all_edges);
 
@@ -377,12 +441,7 @@ pub async fn lineage_diamond(store: Arc<dyn Store>) {
 /// A cycle a → b → c → a (plus a tail into a) terminates with the right node set, whatever the
 /// depth asked for.
 pub async fn lineage_cycle(store: Arc<dyn Store>) {
-    let [a, b, c, tail] = [
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-    ];
+    let [a, b, c, tail] = fresh();
     commit(
         &store,
         &[
@@ -397,21 +456,21 @@ pub async fn lineage_cycle(store: Arc<dyn Store>) {
     .await;
 
     for depth in [3, 100, u32::MAX] {
-        let up = walk(&store, a, Direction::Upstream, depth).await;
+        let up = walk(store.as_ref(), a, Direction::Upstream, depth).await;
         expect_nodes(&up, &[(a, 0), (c, 1), (tail, 1), (b, 2)]);
         assert_eq!(
             edge_pairs(&up),
             BTreeSet::from([(c, a), (tail, a), (b, c), (a, b), (b, b)])
         );
 
-        let down = walk(&store, a, Direction::Downstream, depth).await;
+        let down = walk(store.as_ref(), a, Direction::Downstream, depth).await;
         expect_nodes(&down, &[(a, 0), (b, 1), (c, 2)]);
         assert_eq!(
             edge_pairs(&down),
             BTreeSet::from([(a, b), (b, c), (c, a), (b, b)])
         );
     }
-    let short = walk(&store, a, Direction::Downstream, 1).await;
+    let short = walk(store.as_ref(), a, Direction::Downstream, 1).await;
     expect_nodes(&short, &[(a, 0), (b, 1)]);
 }
 
@@ -428,7 +487,7 @@ pub async fn lineage_wide_fan_out(store: Arc<dyn Store>) {
     for chunk in fan_out.chunks(1000) {
         commit(&store, chunk).await;
     }
-    let down = walk(&store, root, Direction::Downstream, 3).await;
+    let down = walk(store.as_ref(), root, Direction::Downstream, 3).await;
     assert_eq!(down.nodes.len(), WIDTH + 1);
     assert_eq!(down.edges.len(), WIDTH);
     let reached = depths(&down);
@@ -438,10 +497,10 @@ pub async fn lineage_wide_fan_out(store: Arc<dyn Store>) {
     let mosaic = Uuid::new_v4();
     let report = commit(&store, &[step("mosaic", &children, &[mosaic])]).await;
     assert_eq!(report.inserted, 1);
-    let up = walk(&store, mosaic, Direction::Upstream, 1).await;
+    let up = walk(store.as_ref(), mosaic, Direction::Upstream, 1).await;
     assert_eq!(up.nodes.len(), WIDTH + 1);
     assert_eq!(up.edges.len(), WIDTH);
-    let up2 = walk(&store, mosaic, Direction::Upstream, 2).await;
+    let up2 = walk(store.as_ref(), mosaic, Direction::Upstream, 2).await;
     assert_eq!(up2.nodes.len(), WIDTH + 2, "the root is two levels up");
     assert_eq!(depths(&up2).get(&root), Some(&2));
     assert_eq!(up2.edges.len(), 2 * WIDTH);
@@ -481,7 +540,7 @@ pub async fn lineage_walk_past_the_node_cap_is_refused(store: Arc<dyn Store>) {
         matches!(&err, StoreError::Query(m) if m.contains("50")),
         "{err}"
     );
-    let upstream = walk(&store, root, Direction::Upstream, 5).await;
+    let upstream = walk(store.as_ref(), root, Direction::Upstream, 5).await;
     assert_eq!(upstream.nodes, vec![(root, 0)]);
 }
 
@@ -534,36 +593,19 @@ pub async fn edges_page_through_every_stored_edge_once(store: Arc<dyn Store>) {
 /// after the case); `None` when the backend's server is absent and the case is skipped.
 pub type Fresh = Option<(Arc<dyn Store>, Box<dyn std::any::Any + Send>)>;
 
-/// Stamps one `#[tokio::test]` per case of this suite onto a backend, in a module named after
-/// it: `store_suite!(name, factory)` where `factory()` is an async fn returning [`Fresh`].
-macro_rules! store_suite {
-    ($backend:ident, $make:path) => {
-        mod $backend {
-            store_suite!(@cases $make;
-                roundtrip,
-                duplicates_are_counted,
-                positions_are_dense_in_commit_order,
-                scan_pages,
-                count_is_log_size,
-                lineage_chain,
-                lineage_depth_bound,
-                lineage_diamond,
-                lineage_cycle,
-                lineage_wide_fan_out,
-                lineage_walk_past_the_node_cap_is_refused,
-                edges_page_through_every_stored_edge_once,
-                migrate_is_idempotent,
-            );
-        }
-    };
-    (@cases $make:path; $($case:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $case() {
-            let Some((store, _keep)) = $make().await else { return };
-            super::$case(store).await;
-        }
-    )*};
-}
-
-store_suite!(sqlite, crate::sqlite_store::fresh_store);
-store_suite!(postgres, crate::postgres_store::fresh_store);
+// One test per case on every backend: `store_suite::sqlite::roundtrip`, ...
+crate::support::stamp::stamp_suite!(
+    roundtrip,
+    duplicates_are_counted,
+    positions_are_dense_in_commit_order,
+    scan_pages,
+    count_is_log_size,
+    lineage_chain,
+    lineage_depth_bound,
+    lineage_diamond,
+    lineage_cycle,
+    lineage_wide_fan_out,
+    lineage_walk_past_the_node_cap_is_refused,
+    edges_page_through_every_stored_edge_once,
+    migrate_is_idempotent,
+);

@@ -1,196 +1,60 @@
 //! The transparency log on the SQLite store, through the real `geoprov` binary: checkpoints
 //! written by a worker (and a final one on SIGTERM), `geoprov verify` on an intact log and on
 //! every kind of tampering (done with direct SQL after dropping the append-only triggers),
-//! inclusion and consistency proofs checked offline, and the HTTP log endpoints.
+//! inclusion and consistency proofs checked offline, and the HTTP log endpoints. The cases that
+//! read the same on PostgreSQL are in `support/log_cases.rs`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use geoprov::config::default_key_path;
 use geoprov::event::EventId;
 use geoprov::event::LineageEvent;
 use geoprov::store::sqlite::SqliteStore;
-use geoprov::store::{Store, TransparencyLog};
-use geoprov::tlog::{event_leaf_hash, CompactRange, Signer};
+use geoprov::store::Store;
+use geoprov::tlog::Signer;
 use geoprov::tlog_service::{
     consistency_proof, inclusion_proof, materialize_nodes, write_checkpoint, write_key_file,
     ConsistencyProof, InclusionProof,
 };
 use rusqlite::{params, Connection};
 
-use crate::support::tlog::{event, flip, geoprov, terminate, text, verify_fails, verify_ok};
-use crate::support::{geoprov_bin, valid_events, wait_until, Server};
+use crate::support::log_cases::{self, edge_tamper_is_named, tamper_is_named};
+use crate::support::stamp::stamp_cases;
+use crate::support::tlog::{
+    a_backfilled_log_verifies, emit, event, geoprov, terminate, text, verify_fails, verify_ok,
+    Backend, Fixture, LogDir,
+};
+use crate::support::{geoprov_bin, valid_events, wait_until};
 
 /// A data dir holding a SQLite log of 40 events with signed checkpoints at tree sizes 10, 20
 /// and 30 (the last 10 events are not covered yet) and the signing key at its default place.
-struct Fixture {
-    dir: tempfile::TempDir,
-    signer: Signer,
+async fn fixture() -> Fixture {
+    Fixture::new(Backend::Sqlite)
+        .await
+        .expect("SQLite needs no server")
 }
 
-impl Fixture {
-    async fn new() -> Fixture {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let signer = Signer::generate("geoprov/test-log").expect("signer");
-        write_key_file(&default_key_path(dir.path()), &signer, false).expect("key file");
-        let store = SqliteStore::open_and_migrate(dir.path().join("lineage.db"))
-            .await
-            .expect("store");
-        for batch in 0..4 {
-            let events: Vec<LineageEvent> = (0..10).map(|i| event(batch * 10 + i)).collect();
-            let report = store.commit_batch(&events).await.expect("commit");
-            assert_eq!(report.inserted, 10);
-            if batch < 3 {
-                let written = write_checkpoint(&store, &signer).await.expect("checkpoint");
-                assert_eq!(written, Some(report.log_size));
-            }
-        }
-        Fixture { dir, signer }
-    }
+log_cases::log_cases!(Backend::Sqlite);
 
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// A raw connection with every append-only trigger dropped: what an attacker with write
-    /// access to the file can do.
-    fn attacker(&self) -> Connection {
-        let conn = Connection::open(self.path().join("lineage.db")).expect("raw connection");
-        conn.execute_batch(
-            "DROP TRIGGER lineage_events_no_update;
-             DROP TRIGGER lineage_events_no_delete;
-             DROP TRIGGER log_checkpoints_no_update;
-             DROP TRIGGER log_checkpoints_no_delete;",
-        )
-        .expect("drop triggers");
-        conn
-    }
-
-    fn event_id_at(&self, position: i64) -> String {
-        let conn = Connection::open(self.path().join("lineage.db")).expect("raw connection");
-        conn.query_row(
-            "SELECT event_id FROM lineage_events WHERE log_position = ?1",
-            [position],
-            |r| r.get(0),
-        )
-        .expect("event at position")
-    }
-
-    fn note_at(&self, size: i64) -> String {
-        let conn = Connection::open(self.path().join("lineage.db")).expect("raw connection");
-        conn.query_row(
-            "SELECT note FROM log_checkpoints WHERE tree_size = ?1",
-            [size],
-            |r| r.get(0),
-        )
-        .expect("checkpoint")
-    }
-}
-
-/// Inserts `event` as a fully consistent row at `position` (with its correct leaf hash), as an
-/// attacker who knows the leaf format would.
-fn insert_forged(conn: &Connection, position: u64, event: &LineageEvent, recorded_at: &str) {
-    let id = event.event_id.to_hex();
-    let leaf = event_leaf_hash(position, &id, recorded_at, &event.payload_json).expect("leaf");
-    conn.execute(
-        "INSERT INTO lineage_events (event_id, dataset_uuid, operation, crs_from, crs_to, \
-         processor_id, timestamp, payload_json, log_position, leaf_hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
-            id,
-            event.dataset_uuid.to_string(),
-            event.operation,
-            event.crs_from,
-            event.crs_to,
-            event.processor_id,
-            recorded_at,
-            event.payload_json,
-            i64::try_from(position).expect("position"),
-            &leaf[..],
-        ],
-    )
-    .expect("insert forged row");
-}
-
-/// Recomputes every row's leaf hash and the log head from the rows, as a thorough attacker
-/// would after renumbering.
-fn rebuild_log(conn: &Connection) {
-    let rows: Vec<(i64, String, String, String)> = conn
-        .prepare(
-            "SELECT log_position, event_id, timestamp, payload_json FROM lineage_events \
-             ORDER BY log_position",
-        )
-        .expect("prepare")
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
-    let mut range = CompactRange::new();
-    for (position, id, recorded_at, payload) in rows {
-        let p = u64::try_from(position).expect("position");
-        let leaf = event_leaf_hash(p, &id, &recorded_at, &payload).expect("leaf");
-        conn.execute(
-            "UPDATE lineage_events SET leaf_hash = ?1 WHERE log_position = ?2",
-            params![&leaf[..], position],
-        )
-        .expect("update leaf");
-        range.append(leaf);
-    }
-    conn.execute(
-        "UPDATE log_head SET size = ?1, frontier = ?2 WHERE id = 0",
-        params![
-            i64::try_from(range.size()).expect("size"),
-            range.hashes().concat()
-        ],
-    )
-    .expect("update head");
-}
+stamp_cases!(Fixture::new(Backend::Sqlite), |f| log_cases(f);
+    a_row_appended_beyond_the_head_is_named,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_intact_log_verifies_and_reports_uncovered_events() {
-    let f = Fixture::new().await;
-    let (stdout, stderr) = verify_ok(f.path(), &[]);
-    assert!(stdout.contains("OK: 40 events"), "{stdout}");
-    assert!(stdout.contains("3 checkpoints checked"), "{stdout}");
-    assert!(
-        stderr.contains("10 events (positions 30..39) are not yet covered by a checkpoint"),
-        "{stderr}"
-    );
-    // The verifier key given explicitly, and an external checkpoint kept outside the database.
-    let key = f.signer.verifier_key_text();
-    let note = f.path().join("checkpoint-20.txt");
-    std::fs::write(&note, f.note_at(20)).expect("write note");
-    let note = note.to_string_lossy().into_owned();
-    let (stdout, _) = verify_ok(f.path(), &["--key", &key, "--checkpoint", &note]);
-    assert!(stdout.contains("external checkpoint matches"), "{stdout}");
+    let f = fixture().await;
+    log_cases::intact_log_verifies(&f).await;
     // Another key: every stored checkpoint fails, the first one is named.
     let other = Signer::generate("geoprov/test-log").expect("other key");
-    let stderr = verify_fails(f.path(), &["--key", &other.verifier_key_text()]);
-    assert!(
-        stderr.contains("checkpoint at tree size 10: signature does not verify with key"),
-        "{stderr}"
-    );
-}
-
-/// On a fresh fixture, the attacker runs `sql`; verify must fail with one line naming
-/// `position`, its event id and `why`.
-async fn tamper_is_named(sql: &str, position: i64, why: &str) {
-    let f = Fixture::new().await;
-    let id = f.event_id_at(position);
-    f.attacker().execute_batch(sql).expect("tamper");
-    let stderr = verify_fails(f.path(), &[]);
-    assert!(
-        stderr.contains(&format!("verify: position {position} (event {id}): {why}")),
-        "{stderr}"
-    );
+    log_cases::first_checkpoint_fails_with(&f, &other);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_payload_is_named_by_position() {
     tamper_is_named(
+        fixture().await,
         "UPDATE lineage_events SET payload_json = replace(payload_json, 'reproject', \
          'reprojekt') WHERE log_position = 13",
         13,
@@ -202,6 +66,7 @@ async fn a_changed_payload_is_named_by_position() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_seed_column_is_named_by_position() {
     tamper_is_named(
+        fixture().await,
         "UPDATE lineage_events SET operation = 'tile' WHERE log_position = 17",
         17,
         "column operation",
@@ -240,17 +105,14 @@ async fn changed_lineage_edges_are_named() {
         ),
     ];
     for (sql, want) in tampers {
-        let f = Fixture::new().await;
-        verify_ok(f.path(), &[]);
-        f.attacker().execute_batch(sql).expect("tamper");
-        let stderr = verify_fails(f.path(), &[]);
-        assert!(stderr.contains(want), "{sql}: {stderr}");
+        edge_tamper_is_named(fixture().await, sql, want).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_event_time_is_named_by_position() {
     tamper_is_named(
+        fixture().await,
         "UPDATE lineage_events SET ended_at = '2020-01-01T00:00:00.000000Z' \
          WHERE log_position = 9",
         9,
@@ -260,277 +122,9 @@ async fn a_changed_event_time_is_named_by_position() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_row_is_a_missing_position() {
-    let f = Fixture::new().await;
-    f.attacker()
-        .execute("DELETE FROM lineage_events WHERE log_position = 5", [])
-        .expect("tamper");
-    let stderr = verify_fails(f.path(), &[]);
-    assert!(stderr.contains("verify: position 5 is missing"), "{stderr}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_inserted_inside_the_log_breaks_the_next_checkpoint() {
-    let f = Fixture::new().await;
-    let conn = f.attacker();
-    // Make room at position 12: move 12.. up by one (through negatives, for the UNIQUE index).
-    conn.execute_batch(
-        "UPDATE lineage_events SET log_position = -(log_position + 1) WHERE log_position >= 12;
-         UPDATE lineage_events SET log_position = -log_position WHERE log_position < 0;",
-    )
-    .expect("renumber");
-    insert_forged(&conn, 12, &event(1000), "2026-01-01T00:00:00.000000Z");
-    // The thorough attacker recomputes every leaf hash and the log head too, so every row is
-    // self-consistent: only the signed checkpoint at 20 can tell.
-    rebuild_log(&conn);
-    drop(conn);
-    let stderr = verify_fails(f.path(), &[]);
-    assert!(
-        stderr.contains(
-            "verify: checkpoint at tree size 20: root does not match the log (first divergence \
-             between positions 10 and 19)"
-        ),
-        "{stderr}"
-    );
-
-    // The lazy attacker (no leaf hashes recomputed) is caught at the first renumbered row.
-    let f = Fixture::new().await;
-    let moved = f.event_id_at(12);
-    let conn = f.attacker();
-    conn.execute_batch(
-        "UPDATE lineage_events SET log_position = -(log_position + 1) WHERE log_position >= 12;
-         UPDATE lineage_events SET log_position = -log_position WHERE log_position < 0;",
-    )
-    .expect("renumber");
-    insert_forged(&conn, 12, &event(1001), "2026-01-01T00:00:00.000000Z");
-    drop(conn);
-    let stderr = verify_fails(f.path(), &[]);
-    assert!(
-        stderr.contains(&format!(
-            "verify: position 13 (event {moved}): the stored leaf_hash does not match"
-        )),
-        "{stderr}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_row_appended_beyond_the_head_is_named() {
-    let f = Fixture::new().await;
-    let forged = event(2000);
-    insert_forged(&f.attacker(), 40, &forged, "2026-01-01T00:00:00.000000Z");
-    let stderr = verify_fails(f.path(), &[]);
-    assert!(
-        stderr.contains(&format!(
-            "verify: position 40 (event {}): the row is beyond the log head (size 40)",
-            forged.event_id
-        )),
-        "{stderr}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_swapped_positions_are_named() {
-    let f = Fixture::new().await;
-    let at_7 = f.event_id_at(7);
-    f.attacker()
-        .execute_batch(
-            "UPDATE lineage_events SET log_position = -1 WHERE log_position = 3;
-             UPDATE lineage_events SET log_position = 3 WHERE log_position = 7;
-             UPDATE lineage_events SET log_position = 7 WHERE log_position = -1;",
-        )
-        .expect("swap");
-    let stderr = verify_fails(f.path(), &[]);
-    assert!(
-        stderr.contains(&format!(
-            "verify: position 3 (event {at_7}): the stored leaf_hash does not match"
-        )),
-        "{stderr}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_checkpoint_with_a_forged_root_is_named() {
-    // The note's root line rewritten, its signature kept.
-    let f = Fixture::new().await;
-    let note = f.note_at(20);
-    let forged_root = [7u8; 32];
-    let mut lines: Vec<String> = note.split('\n').map(str::to_owned).collect();
-    lines[2] = BASE64.encode(forged_root);
-    let forged_note = lines.join("\n");
-    f.attacker()
-        .execute(
-            "UPDATE log_checkpoints SET note = ?1, root_hash = ?2 WHERE tree_size = 20",
-            params![forged_note, &forged_root[..]],
-        )
-        .expect("tamper");
-    let stderr = verify_fails(f.path(), &[]);
-    assert!(
-        stderr.contains("verify: checkpoint at tree size 20: signature does not verify with key"),
-        "{stderr}"
-    );
-
-    // The forged root re-signed with another key of the same name.
-    let f = Fixture::new().await;
-    let other = Signer::generate("geoprov/test-log").expect("other key");
-    let forged_note = other
-        .sign(&geoprov::tlog::Checkpoint {
-            origin: "geoprov/test-log".into(),
-            size: 20,
-            root_hash: forged_root,
-        })
-        .expect("sign");
-    f.attacker()
-        .execute(
-            "UPDATE log_checkpoints SET note = ?1, root_hash = ?2 WHERE tree_size = 20",
-            params![forged_note, &forged_root[..]],
-        )
-        .expect("tamper");
-    let stderr = verify_fails(f.path(), &[]);
-    assert!(
-        stderr.contains("verify: checkpoint at tree size 20: signature does not verify with key"),
-        "{stderr}"
-    );
-
-    // A forged root signed with the log's own key (a stolen key) still does not match the rows.
-    let f = Fixture::new().await;
-    let forged_note = f
-        .signer
-        .sign(&geoprov::tlog::Checkpoint {
-            origin: "geoprov/test-log".into(),
-            size: 20,
-            root_hash: forged_root,
-        })
-        .expect("sign");
-    f.attacker()
-        .execute(
-            "UPDATE log_checkpoints SET note = ?1, root_hash = ?2 WHERE tree_size = 20",
-            params![forged_note, &forged_root[..]],
-        )
-        .expect("tamper");
-    let stderr = verify_fails(f.path(), &[]);
-    assert!(
-        stderr.contains(
-            "verify: checkpoint at tree size 20: root does not match the log (first divergence \
-             between positions 10 and 19)"
-        ),
-        "{stderr}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_checkpoint_signed_by_another_key_is_named() {
-    let f = Fixture::new().await;
-    let conn = f.attacker();
-    let root: Vec<u8> = conn
-        .query_row(
-            "SELECT root_hash FROM log_checkpoints WHERE tree_size = 30",
-            [],
-            |r| r.get(0),
-        )
-        .expect("root");
-    let other = Signer::generate("geoprov/other-log").expect("other key");
-    let note = other
-        .sign(&geoprov::tlog::Checkpoint {
-            origin: "geoprov/other-log".into(),
-            size: 30,
-            root_hash: root.try_into().expect("32 bytes"),
-        })
-        .expect("sign");
-    conn.execute(
-        "UPDATE log_checkpoints SET note = ?1 WHERE tree_size = 30",
-        [note],
-    )
-    .expect("tamper");
-    drop(conn);
-    let stderr = verify_fails(f.path(), &[]);
-    assert!(
-        stderr.contains(&format!(
-            "verify: checkpoint at tree size 30: signature does not verify with key {}",
-            f.signer.verifier_key_text()
-        )),
-        "{stderr}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proofs_verify_offline_and_tampered_ones_do_not() {
-    let f = Fixture::new().await;
-    let key = f.signer.verifier_key_text();
-    let id = f.event_id_at(13);
-
-    let out = geoprov(f.path(), &["prove", &id]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let proof: serde_json::Value = serde_json::from_slice(&out.stdout).expect("proof JSON");
-    assert_eq!(proof["leaf_index"], 13);
-    assert_eq!(proof["tree_size"], 30);
-    assert_eq!(proof["event_id"], id.as_str());
-    assert!(proof["checkpoint"]
-        .as_str()
-        .is_some_and(|n| n.starts_with("geoprov/test-log\n30\n")));
-    assert_eq!(proof["audit_path"].as_array().map(Vec::len), Some(5));
-
-    let file = f.path().join("proof.json");
-    let file_arg = file.to_string_lossy().into_owned();
-    std::fs::write(&file, proof.to_string()).expect("write proof");
-    // Offline: no data dir, no store.
-    let empty = tempfile::tempdir().expect("temp dir");
-    let out = geoprov(empty.path(), &["verify-proof", &file_arg, "--key", &key]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(!empty.path().join("lineage.db").exists(), "no store opened");
-
-    // One byte of one audit path entry changed.
-    let mut bad = proof.clone();
-    bad["audit_path"][2] = flip(proof["audit_path"][2].as_str().expect("hex")).into();
-    std::fs::write(&file, bad.to_string()).expect("write proof");
-    let out = geoprov(empty.path(), &["verify-proof", &file_arg, "--key", &key]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    // The event content changed: the leaf data no longer hashes to leaf_hash.
-    let mut bad = proof.clone();
-    bad["recorded_at"] = "2020-01-01T00:00:00.000000Z".into();
-    std::fs::write(&file, bad.to_string()).expect("write proof");
-    let out = geoprov(empty.path(), &["verify-proof", &file_arg, "--key", &key]);
-    assert_eq!(out.status.code(), Some(1));
-    // Another key.
-    std::fs::write(&file, proof.to_string()).expect("write proof");
-    let other = Signer::generate("geoprov/test-log").expect("other");
-    let out = geoprov(
-        empty.path(),
-        &[
-            "verify-proof",
-            &file_arg,
-            "--key",
-            &other.verifier_key_text(),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-
-    // An event after the latest checkpoint has no proof yet.
-    let uncovered = f.event_id_at(35);
-    let out = geoprov(f.path(), &["prove", &uncovered]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("not covered"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    // Consistency between the checkpoints at 10 and 30.
-    let out = geoprov(f.path(), &["prove", "--consistency", "10", "30"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let proof: serde_json::Value = serde_json::from_slice(&out.stdout).expect("proof JSON");
-    assert_eq!(proof["old_size"], 10);
-    assert_eq!(proof["new_size"], 30);
-    std::fs::write(&file, proof.to_string()).expect("write proof");
-    let out = geoprov(empty.path(), &["verify-proof", &file_arg, "--key", &key]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let mut bad = proof.clone();
-    bad["proof"][0] = flip(proof["proof"][0].as_str().expect("hex")).into();
-    std::fs::write(&file, bad.to_string()).expect("write proof");
-    let out = geoprov(empty.path(), &["verify-proof", &file_arg, "--key", &key]);
-    assert_eq!(out.status.code(), Some(1));
-    // A size with no stored checkpoint.
-    let out = geoprov(f.path(), &["prove", "--consistency", "10", "25"]);
-    assert_eq!(out.status.code(), Some(1));
+    log_cases::a_thorough_insert_breaks_the_next_checkpoint(fixture().await).await;
+    log_cases::a_lazy_insert_is_named_at_the_first_moved_row(fixture().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -681,34 +275,37 @@ fn checkpoint_sizes(dir: &Path) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+/// `geoprov worker ARGS...` on the data dir `dir`, logging (at info) to `log_name` there.
+fn spawn_worker(dir: &Path, log_name: &str, args: &[&str]) -> Child {
+    let log = std::fs::File::create(dir.join(log_name)).expect("log");
+    Command::new(geoprov_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("worker")
+        .args(args)
+        .env("GEOPROV_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn worker")
+}
+
 #[test]
 fn a_worker_writes_checkpoints_and_a_final_one_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let events = valid_events(3000, "tlog-worker");
-    let input = dir.path().join("events.ndjson");
-    std::fs::write(&input, events.join("\n")).expect("events file");
-    let input = input.to_string_lossy().into_owned();
-    let out = geoprov(dir.path(), &["emit", &input]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-
-    let log = std::fs::File::create(dir.path().join("worker.log")).expect("log");
-    let mut worker = Command::new(geoprov_bin())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args([
-            "worker",
+    emit(dir.path(), &valid_events(3000, "tlog-worker"));
+    let mut worker = spawn_worker(
+        dir.path(),
+        "worker.log",
+        &[
             "--rate-limit",
             "2000/s",
             "--checkpoint-interval",
             "200ms",
             "--checkpoint-every",
             "1000000",
-        ])
-        .env("GEOPROV_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn worker");
+        ],
+    );
     // Checkpoints appear while the log grows, on the interval.
     assert!(
         wait_until(Duration::from_secs(30), || checkpoint_sizes(dir.path())
@@ -736,22 +333,8 @@ fn a_worker_writes_checkpoints_and_a_final_one_on_sigterm() {
 
     // With checkpoints due only in an hour, the final checkpoint on SIGTERM is what covers the
     // last events.
-    let more = valid_events(500, "tlog-worker-2");
-    let input = dir.path().join("more.ndjson");
-    std::fs::write(&input, more.join("\n")).expect("events file");
-    let input = input.to_string_lossy().into_owned();
-    let out = geoprov(dir.path(), &["emit", &input]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let log = std::fs::File::create(dir.path().join("worker2.log")).expect("log");
-    let mut worker = Command::new(geoprov_bin())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["worker", "--checkpoint-interval", "1h"])
-        .env("GEOPROV_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn worker");
+    emit(dir.path(), &valid_events(500, "tlog-worker-2"));
+    let mut worker = spawn_worker(dir.path(), "worker2.log", &["--checkpoint-interval", "1h"]);
     assert!(wait_until(Duration::from_secs(60), || {
         crate::support::sqlite_row_count(dir.path()) >= 3500
     }));
@@ -766,58 +349,6 @@ fn a_worker_writes_checkpoints_and_a_final_one_on_sigterm() {
     );
     let (stdout, _) = verify_ok(dir.path(), &[]);
     assert!(stdout.contains("OK: 3500 events"), "{stdout}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_answers_the_log_endpoints() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &["--checkpoint-interval", "100ms"]);
-    let client = ::reqwest::Client::new();
-    let resp = client
-        .get(format!("{}/v1/log/checkpoint", server.url()))
-        .send()
-        .await
-        .expect("GET checkpoint");
-    assert_eq!(resp.status().as_u16(), 404, "no checkpoint yet");
-    let events = valid_events(50, "tlog-http");
-    let (status, answer) =
-        crate::support::post_events(&server.url(), format!("[{}]", events.join(","))).await;
-    assert_eq!(status, 202, "{answer}");
-    let first = answer["event_ids"][0].as_str().expect("id").to_owned();
-    assert!(wait_until(Duration::from_secs(30), || checkpoint_sizes(
-        dir.path()
-    )
-    .last()
-    .copied()
-        == Some(50)));
-    let resp = client
-        .get(format!("{}/v1/log/checkpoint", server.url()))
-        .send()
-        .await
-        .expect("GET checkpoint");
-    assert_eq!(resp.status().as_u16(), 200);
-    assert!(resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/plain")));
-    let note = resp.text().await.expect("note");
-    assert!(note.contains("\n50\n"), "{note}");
-    let resp = client
-        .get(format!("{}/v1/log/proof/{first}", server.url()))
-        .send()
-        .await
-        .expect("GET proof");
-    assert_eq!(resp.status().as_u16(), 200);
-    let proof: serde_json::Value = resp.json().await.expect("proof JSON");
-    assert_eq!(proof["tree_size"], 50);
-    assert_eq!(proof["checkpoint"].as_str(), Some(note.as_str()));
-    let resp = client
-        .get(format!("{}/v1/log/proof/{}", server.url(), "ab".repeat(32)))
-        .send()
-        .await
-        .expect("GET proof");
-    assert_eq!(resp.status().as_u16(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -876,8 +407,8 @@ async fn concurrent_writers_leave_a_dense_log_that_verifies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migration_2_backfills_the_leaves_of_a_version_1_log() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("lineage.db");
+    let log = LogDir::new(Backend::Sqlite).await.expect("a data dir");
+    let path = log.path().join("lineage.db");
     // A log written by a schema-1 geoprov: rows with positions but no leaf hashes.
     {
         let conn = Connection::open(&path).expect("raw connection");
@@ -925,15 +456,7 @@ async fn migration_2_backfills_the_leaves_of_a_version_1_log() {
         conn.execute("UPDATE log_head SET size = 25", [])
             .expect("head");
     }
-    let store = SqliteStore::open_and_migrate(&path).await.expect("migrate");
-    let head = store.tree_head().await.expect("head");
-    assert_eq!(head.size, 25);
-    let leaves = store.leaf_hashes(0, 25).await.expect("leaves");
-    assert_eq!(head.root, geoprov::tlog::root_from_leaf_hashes(&leaves));
-    store.commit_batch(&[event(99)]).await.expect("append");
-    drop(store);
-    let (stdout, _) = verify_ok(dir.path(), &[]);
-    assert!(stdout.contains("OK: 26 events"), "{stdout}");
+    a_backfilled_log_verifies(&log).await;
     // The append-only trigger is back.
     let conn = Connection::open(&path).expect("raw connection");
     assert!(conn

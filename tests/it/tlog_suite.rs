@@ -1,6 +1,6 @@
 //! The conformance suite for the [`TransparencyLog`] trait: every backend that keeps a log runs
-//! every case, stamped by [`tlog_suite!`] from the same per-backend factories as the store
-//! suite (`store_suite::Fresh`), a fresh database per case.
+//! every case, stamped by `stamp_suite!` (`support/stamp.rs`) from the same per-backend factories
+//! as the store suite (`store_suite::Fresh`), a fresh database per case.
 //!
 //! What `geoprov verify` and the proofs make of a log (tampering named by position, proofs
 //! checked offline) is tested per backend in `tlog_sqlite.rs` and `tlog_postgres.rs`, because
@@ -120,26 +120,9 @@ pub async fn tree_nodes_are_kept_once_and_read_by_range(store: Arc<dyn Store>) {
     assert_eq!(log.tree_nodes_end(12).await.expect("end"), 0);
 }
 
-/// Stamps one `#[tokio::test]` per case of this suite onto a backend, in a module named after
-/// it: `tlog_suite!(name, factory)` with the store suite's factories.
-macro_rules! tlog_suite {
-    ($backend:ident, $make:path) => {
-        mod $backend {
-            tlog_suite!(@cases $make;
-                tree_head_and_leaf_hashes_follow_the_rows,
-                checkpoints_are_kept_once_per_size_and_listed_in_order,
-                tree_nodes_are_kept_once_and_read_by_range,
-            );
-        }
-    };
-    (@cases $make:path; $($case:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $case() {
-            let Some((store, _keep)) = $make().await else { return };
-            super::$case(store).await;
-        }
-    )*};
-}
-
-tlog_suite!(sqlite, crate::sqlite_store::fresh_store);
-tlog_suite!(postgres, crate::postgres_store::fresh_store);
+// One test per case on every backend: `tlog_suite::sqlite::tree_head_...`, ...
+crate::support::stamp::stamp_suite!(
+    tree_head_and_leaf_hashes_follow_the_rows,
+    checkpoints_are_kept_once_per_size_and_listed_in_order,
+    tree_nodes_are_kept_once_and_read_by_range,
+);

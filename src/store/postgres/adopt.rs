@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::commit::write_log_head;
 use super::commit::LOCK_LOG_HEAD;
 use super::error::classify;
-use super::read::log_head_from_row;
+use super::read::{log_head_from_row, query_value};
 use super::{to_sql_int, PostgresStore};
 use crate::event::{parse_event, LineageEvent};
 use crate::store::StoreError;
@@ -26,16 +26,13 @@ impl PostgresStore {
         &self,
         client: &mut deadpool_postgres::Object,
     ) -> Result<u64, StoreError> {
-        let privileged: bool = client
-            .query_one(
-                "SELECT has_table_privilege('lineage_events', 'UPDATE') \
-                    AND has_table_privilege('log_head', 'UPDATE')",
-                &[],
-            )
-            .await
-            .map_err(classify)?
-            .try_get(0)
-            .map_err(classify)?;
+        let privileged: bool = query_value(
+            &*client,
+            "SELECT has_table_privilege('lineage_events', 'UPDATE') \
+                AND has_table_privilege('log_head', 'UPDATE')",
+            &[],
+        )
+        .await?;
         if !privileged {
             tracing::warn!(
                 message = "Rows written by another writer wait for adoption, but this role may \

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use super::error::{classify, corrupt};
 use super::read::{log_head_from_row, read_checkpoint_row, SELECT_LOG_HEAD};
 use super::{to_sql_int, PostgresStore};
+use crate::store::rows;
 use crate::store::{StoreError, StoredCheckpoint, TransparencyLog, TreeHead};
 use crate::tlog::Hash;
 
@@ -21,11 +22,7 @@ impl TransparencyLog for PostgresStore {
             .await
             .map_err(classify)?;
         let row = client.query_one(&stmt, &[]).await.map_err(classify)?;
-        let range = log_head_from_row(&row)?;
-        Ok(TreeHead {
-            size: range.size(),
-            root: range.root(),
-        })
+        Ok(rows::tree_head(&log_head_from_row(&row)?))
     }
 
     async fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
@@ -41,31 +38,16 @@ impl TransparencyLog for PostgresStore {
             )
             .await
             .map_err(classify)?;
-        let rows = client.query(&stmt, &[&lo, &hi]).await.map_err(classify)?;
-        let mut out = Vec::with_capacity(rows.len());
-        let mut expected = from;
-        for row in &rows {
-            let position: i64 = row.try_get(0).map_err(corrupt)?;
-            if u64::try_from(position).ok() != Some(expected) {
-                return Err(StoreError::Corrupt(format!(
-                    "log position {expected} is missing"
-                )));
-            }
-            let hash: Option<&[u8]> = row.try_get(1).map_err(corrupt)?;
-            let hash: Hash = hash.and_then(|h| h.try_into().ok()).ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "the leaf_hash of log position {expected} is missing or not 32 bytes"
-                ))
-            })?;
-            out.push(hash);
-            expected += 1;
-        }
-        if expected != to {
-            return Err(StoreError::Corrupt(format!(
-                "log position {expected} is missing"
-            )));
-        }
-        Ok(out)
+        let leaves = client.query(&stmt, &[&lo, &hi]).await.map_err(classify)?;
+        rows::dense_leaf_hashes(
+            from,
+            to,
+            leaves.iter().map(|row| {
+                let position: i64 = row.try_get(0).map_err(corrupt)?;
+                let hash: Option<&[u8]> = row.try_get(1).map_err(corrupt)?;
+                Ok((position, hash))
+            }),
+        )
     }
 
     async fn tree_nodes(
@@ -87,18 +69,15 @@ impl TransparencyLog for PostgresStore {
             )
             .await
             .map_err(classify)?;
-        let rows = client
+        let nodes = client
             .query(&stmt, &[&height, &lo, &hi])
             .await
             .map_err(classify)?;
-        rows.iter()
+        nodes
+            .iter()
             .map(|row| {
                 let index: i64 = row.try_get(0).map_err(corrupt)?;
-                let hash: &[u8] = row.try_get(1).map_err(corrupt)?;
-                let hash: Hash = hash.try_into().map_err(|_| {
-                    StoreError::Corrupt(format!("log node {height}/{index} is not 32 bytes"))
-                })?;
-                Ok((u64::try_from(index).unwrap_or(0), hash))
+                rows::tree_node(height, index, row.try_get(1).map_err(corrupt)?)
             })
             .collect()
     }
@@ -113,8 +92,7 @@ impl TransparencyLog for PostgresStore {
             )
             .await
             .map_err(classify)?;
-        let end: Option<i64> = row.try_get(0).map_err(corrupt)?;
-        Ok(end.map_or(0, |i| u64::try_from(i).unwrap_or(0).saturating_add(1)))
+        Ok(rows::tree_nodes_end(row.try_get(0).map_err(corrupt)?))
     }
 
     /// One `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`: checkpointers of several
@@ -188,26 +166,14 @@ impl TransparencyLog for PostgresStore {
         from_size: u64,
         limit: usize,
     ) -> Result<Vec<StoredCheckpoint>, StoreError> {
-        let Ok(from) = i64::try_from(from_size) else {
-            return Ok(Vec::new());
-        };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let client = self.ready_client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT tree_size, root_hash, note, created_at FROM log_checkpoints \
-                 WHERE tree_size >= $1 ORDER BY tree_size LIMIT $2",
-            )
-            .await
-            .map_err(classify)?;
-        let rows = client
-            .query(&stmt, &[&from, &limit])
-            .await
-            .map_err(classify)?;
-        rows.iter().map(read_checkpoint_row).collect()
+        self.read_paged(
+            "SELECT tree_size, root_hash, note, created_at FROM log_checkpoints \
+             WHERE tree_size >= $1 ORDER BY tree_size LIMIT $2",
+            from_size,
+            limit,
+            read_checkpoint_row,
+        )
+        .await
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {

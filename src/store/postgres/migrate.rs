@@ -13,33 +13,18 @@ use super::adopt::stored_leaf_hash;
 use super::commit::write_log_head;
 use super::commit::LOCK_LOG_HEAD;
 use super::error::{classify, corrupt};
+use super::read::query_value;
 use super::{to_sql_int, PostgresStore};
 use crate::store::migration::{self, Migration};
 use crate::store::StoreError;
 use crate::tlog::CompactRange;
 
 /// Every migration this binary knows, oldest first. Never edit one that has shipped; append.
-pub(super) const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "0001_init",
-        sql: include_str!("migrations/0001_init.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "0002_tlog",
-        sql: include_str!("migrations/0002_tlog.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "0003_edge_columns",
-        sql: include_str!("migrations/0003_edge_columns.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "0004_log_nodes",
-        sql: include_str!("migrations/0004_log_nodes.sql"),
-    },
+pub(super) const MIGRATIONS: &[Migration] = migration::migrations![
+    1 => "0001_init",
+    2 => "0002_tlog",
+    3 => "0003_edge_columns",
+    4 => "0004_log_nodes",
 ];
 
 /// The schema version this binary reads and writes (the newest migration it knows).
@@ -82,15 +67,12 @@ impl PostgresStore {
         let tx = client.transaction().await.map_err(classify)?;
         self.lock_migrations(&tx).await?;
         if let Some(schema) = &self.schema {
-            let exists: bool = tx
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
-                    &[schema],
-                )
-                .await
-                .map_err(classify)?
-                .try_get(0)
-                .map_err(classify)?;
+            let exists: bool = query_value(
+                &tx,
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+                &[schema],
+            )
+            .await?;
             if !exists {
                 // The name was checked to be a plain identifier when the URL was parsed.
                 tx.batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
@@ -152,24 +134,21 @@ impl PostgresStore {
 pub(super) async fn schema_version<C: deadpool_postgres::GenericClient + Sync>(
     client: &C,
 ) -> Result<u32, StoreError> {
-    let exists: bool = client
-        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
-        .await
-        .map_err(classify)?
-        .try_get(0)
-        .map_err(classify)?;
+    let exists: bool = query_value(
+        client,
+        "SELECT to_regclass('schema_migrations') IS NOT NULL",
+        &[],
+    )
+    .await?;
     if !exists {
         return Ok(0);
     }
-    let version: i64 = client
-        .query_one(
-            "SELECT coalesce(max(version), 0)::bigint FROM schema_migrations",
-            &[],
-        )
-        .await
-        .map_err(classify)?
-        .try_get(0)
-        .map_err(classify)?;
+    let version: i64 = query_value(
+        client,
+        "SELECT coalesce(max(version), 0)::bigint FROM schema_migrations",
+        &[],
+    )
+    .await?;
     migration::version_from_column(version)
 }
 
@@ -212,18 +191,15 @@ pub(super) async fn check_adoptable(
             }
         }
     }
-    let unique_id: bool = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a \
-                 ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-             WHERE i.indrelid = to_regclass('lineage_events') AND i.indisunique \
-               AND i.indnkeyatts = 1 AND i.indpred IS NULL AND a.attname = 'event_id')",
-            &[],
-        )
-        .await
-        .map_err(classify)?
-        .try_get(0)
-        .map_err(classify)?;
+    let unique_id: bool = query_value(
+        tx,
+        "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a \
+             ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+         WHERE i.indrelid = to_regclass('lineage_events') AND i.indisunique \
+           AND i.indnkeyatts = 1 AND i.indpred IS NULL AND a.attname = 'event_id')",
+        &[],
+    )
+    .await?;
     if !unique_id {
         problems.push("event_id is not its primary key".into());
     }

@@ -4,6 +4,7 @@
 //! Not for: the transparency log's reads (`log.rs`).
 
 use chrono::{DateTime, Utc};
+use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::IsolationLevel;
 use uuid::Uuid;
 
@@ -11,8 +12,9 @@ use super::error::{classify, corrupt};
 use super::{to_sql_int, PostgresStore};
 use crate::event::EventId;
 use crate::records::{Direction, LineageEdge};
+use crate::store::rows::{self, EventRow};
 use crate::store::{EdgePage, StoreError, StoredCheckpoint, StoredEdge, StoredEvent};
-use crate::tlog::{format_recorded_at, CompactRange, Hash};
+use crate::tlog::{format_recorded_at, CompactRange};
 
 /// The log head without a lock (one row: one consistent snapshot of size and frontier).
 pub(super) const SELECT_LOG_HEAD: &str = "SELECT size, frontier FROM log_head WHERE id = 0";
@@ -23,6 +25,24 @@ pub(super) const SELECT_LOG_SIZE: &str = "SELECT size FROM log_head WHERE id = 0
 pub(super) const EVENT_COLUMNS: &str =
     "log_position, event_id, dataset_uuid, operation, crs_from, crs_to, \
      processor_id, \"timestamp\", payload_json, started_at, ended_at";
+
+/// The first column of the one row `sql` selects with `params`.
+pub(super) async fn query_value<C, T>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<T, StoreError>
+where
+    C: deadpool_postgres::GenericClient + Sync,
+    T: for<'a> FromSql<'a>,
+{
+    client
+        .query_one(sql, params)
+        .await
+        .map_err(classify)?
+        .try_get(0)
+        .map_err(classify)
+}
 
 pub(super) async fn log_size<C: deadpool_postgres::GenericClient + Sync>(
     client: &C,
@@ -54,31 +74,20 @@ pub(super) fn log_head_from_row(row: &tokio_postgres::Row) -> Result<CompactRang
 pub(super) fn read_checkpoint_row(
     row: &tokio_postgres::Row,
 ) -> Result<StoredCheckpoint, StoreError> {
-    let size: i64 = row.try_get(0).map_err(corrupt)?;
-    let tree_size = u64::try_from(size)
-        .map_err(|_| StoreError::Corrupt(format!("negative checkpoint tree size {size}")))?;
     let root: &[u8] = row.try_get(1).map_err(corrupt)?;
-    let root_hash: Hash = root.try_into().map_err(|_| {
-        StoreError::Corrupt(format!(
-            "the checkpoint at tree size {tree_size} has a root_hash that is not 32 bytes"
-        ))
-    })?;
     let created_at: DateTime<Utc> = row.try_get(3).map_err(corrupt)?;
-    Ok(StoredCheckpoint {
-        tree_size,
-        root_hash,
-        note: row.try_get(2).map_err(corrupt)?,
-        created_at: format_recorded_at(created_at),
-    })
+    rows::checkpoint(
+        row.try_get(0).map_err(corrupt)?,
+        root,
+        row.try_get(2).map_err(corrupt)?,
+        format_recorded_at(created_at),
+    )
 }
 
 /// One `lineage_events` row selected with [`EVENT_COLUMNS`].
 pub(super) fn read_event_row(row: &tokio_postgres::Row) -> Result<StoredEvent, StoreError> {
     let position: Option<i64> = row.try_get(0).map_err(corrupt)?;
-    let event_id: String = row
-        .try_get::<_, Option<String>>(1)
-        .map_err(corrupt)?
-        .unwrap_or_default();
+    let event_id = row.text(1)?.unwrap_or_default();
     let position = position
         .and_then(|p| u64::try_from(p).ok())
         .ok_or_else(|| {
@@ -86,43 +95,17 @@ pub(super) fn read_event_row(row: &tokio_postgres::Row) -> Result<StoredEvent, S
                 "the row of event_id {event_id} has log position {position:?}"
             ))
         })?;
-    let text = |index: usize| -> Result<Option<String>, StoreError> {
-        row.try_get::<_, Option<String>>(index).map_err(corrupt)
-    };
-    let required = |index: usize, column: &str| -> Result<String, StoreError> {
-        text(index)?.ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "the row at log position {position} (event_id {event_id}) has no {column}"
-            ))
-        })
-    };
-    let dataset_uuid = required(2, "dataset_uuid")?;
-    let operation = required(3, "operation")?;
-    let crs_from = text(4)?;
-    let crs_to = text(5)?;
-    let processor_id = required(6, "processor_id")?;
-    let recorded_at: Option<DateTime<Utc>> = row.try_get(7).map_err(corrupt)?;
-    let recorded_at = recorded_at.ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "the row at log position {position} (event_id {event_id}) has no timestamp"
-        ))
-    })?;
-    let payload_json = required(8, "payload_json")?;
-    let started_at: Option<DateTime<Utc>> = row.try_get(9).map_err(corrupt)?;
-    let ended_at: Option<DateTime<Utc>> = row.try_get(10).map_err(corrupt)?;
-    Ok(StoredEvent {
-        position,
-        event_id,
-        dataset_uuid,
-        operation,
-        crs_from,
-        crs_to,
-        processor_id,
-        recorded_at,
-        payload_json,
-        started_at,
-        ended_at,
-    })
+    rows::stored_event(row, position, event_id)
+}
+
+impl EventRow for tokio_postgres::Row {
+    fn text(&self, index: usize) -> Result<Option<String>, StoreError> {
+        self.try_get(index).map_err(corrupt)
+    }
+
+    fn time(&self, index: usize) -> Result<Result<Option<DateTime<Utc>>, String>, StoreError> {
+        self.try_get(index).map(Ok).map_err(corrupt)
+    }
 }
 
 impl PostgresStore {
@@ -143,33 +126,38 @@ impl PostgresStore {
         row.as_ref().map(read_event_row).transpose()
     }
 
+    /// A page of `sql` (which selects `... >= $1 ORDER BY ... LIMIT $2`): up to `limit` rows
+    /// from `from` on, each decoded by `decode`.
+    pub(super) async fn read_paged<T>(
+        &self,
+        sql: &str,
+        from: u64,
+        limit: usize,
+        decode: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let Some((from, limit)) = rows::page_bounds(from, limit) else {
+            return Ok(Vec::new());
+        };
+        let client = self.ready_client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(classify)?;
+        let rows = client
+            .query(&stmt, &[&from, &limit])
+            .await
+            .map_err(classify)?;
+        rows.iter().map(decode).collect()
+    }
+
     /// `Store::scan`: up to `limit` rows from position `from` on.
     pub(super) async fn read_page(
         &self,
         from: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        // Positions never exceed i64::MAX, so a larger start is past the end.
-        let Ok(from) = i64::try_from(from) else {
-            return Ok(Vec::new());
-        };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let client = self.ready_client().await?;
-        let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM lineage_events WHERE log_position >= $1 \
-                 ORDER BY log_position LIMIT $2"
-            ))
-            .await
-            .map_err(classify)?;
-        let rows = client
-            .query(&stmt, &[&from, &sql_limit])
-            .await
-            .map_err(classify)?;
-        rows.iter().map(read_event_row).collect()
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM lineage_events WHERE log_position >= $1 \
+             ORDER BY log_position LIMIT $2"
+        );
+        self.read_paged(&sql, from, limit, read_event_row).await
     }
 
     /// `Store::neighbours`: one query over the whole frontier (`= ANY($1)`, found through the

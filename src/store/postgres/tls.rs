@@ -30,25 +30,24 @@ pub(super) fn tls_connector(
         (SslMode::Require, RootCerts::File(_)) => SslMode::VerifyCa,
         (mode, _) => mode,
     };
-    let config = match mode {
-        SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert { provider }))
-            .with_no_client_auth(),
+    let chain = match mode {
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => None,
         SslMode::VerifyCa | SslMode::VerifyFull => {
             let roots = Arc::new(root_store(&settings.roots)?);
-            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+            let webpki = WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
                 .build()
                 .map_err(|e| StoreError::Config(format!("TLS: {e}")))?;
-            if mode == SslMode::VerifyFull {
-                builder.with_webpki_verifier(webpki).with_no_client_auth()
-            } else {
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly { inner: webpki }))
-                    .with_no_client_auth()
-            }
+            Some(webpki)
         }
+    };
+    let config = match chain {
+        Some(webpki) if mode == SslMode::VerifyFull => {
+            builder.with_webpki_verifier(webpki).with_no_client_auth()
+        }
+        chain => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(RelaxedVerifier { provider, chain }))
+            .with_no_client_auth(),
     };
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
@@ -94,29 +93,41 @@ pub(super) fn root_store(roots: &RootCerts) -> Result<RootCertStore, StoreError>
     Ok(store)
 }
 
-/// `sslmode=prefer` and `require` (without a CA file): encrypt, but accept whatever certificate
-/// the server shows.
+/// The verifier of the modes that check less than `verify-full`: `sslmode=prefer` and `require`
+/// (without a CA file) encrypt, but accept whatever certificate the server shows; `verify-ca`
+/// requires the chain to lead to a trusted CA, whatever host name the certificate names.
 ///
-/// This is libpq's documented meaning of those modes, and what lets `require` work with the
-/// self-signed certificate a PostgreSQL package generates at install time. It protects against
-/// passive eavesdropping only: anyone able to intercept the connection can present their own
-/// certificate. Use `verify-full` with `sslrootcert` for that. The handshake signatures are
-/// still checked, so the session is at least bound to the key the server presented.
+/// The first is libpq's documented meaning of those modes, and what lets `require` work with
+/// the self-signed certificate a PostgreSQL package generates at install time. It protects
+/// against passive eavesdropping only: anyone able to intercept the connection can present
+/// their own certificate. Use `verify-full` with `sslrootcert` for that. The handshake
+/// signatures are still checked (with the provider's algorithms, as the WebPKI verifier checks
+/// them), so the session is at least bound to the key the server presented.
 #[derive(Debug)]
-pub(super) struct AcceptAnyServerCert {
+pub(super) struct RelaxedVerifier {
     provider: Arc<CryptoProvider>,
+    /// `None`: any certificate (`prefer`, `require`); `Some`: the chain only (`verify-ca`).
+    chain: Option<Arc<WebPkiServerVerifier>>,
 }
 
-impl ServerCertVerifier for AcceptAnyServerCert {
+impl ServerCertVerifier for RelaxedVerifier {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -151,59 +162,6 @@ impl ServerCertVerifier for AcceptAnyServerCert {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-/// `sslmode=verify-ca`: the chain must lead to a trusted CA, whatever host name the certificate
-/// names.
-#[derive(Debug)]
-pub(super) struct ChainOnly {
-    inner: Arc<WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }
 

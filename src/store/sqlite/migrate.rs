@@ -16,22 +16,10 @@ use crate::store::StoreError;
 use crate::tlog::{event_leaf_hash, CompactRange};
 
 /// Every migration this binary knows, oldest first. Never edit one that has shipped; append.
-pub(super) const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "0001_init",
-        sql: include_str!("migrations/0001_init.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "0002_tlog",
-        sql: include_str!("migrations/0002_tlog.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "0003_log_nodes",
-        sql: include_str!("migrations/0003_log_nodes.sql"),
-    },
+pub(super) const MIGRATIONS: &[Migration] = migration::migrations![
+    1 => "0001_init",
+    2 => "0002_tlog",
+    3 => "0003_log_nodes",
 ];
 
 /// The schema version this binary reads and writes (the newest migration it knows).

@@ -79,6 +79,7 @@ use uuid::Uuid;
 use self::commit::EncodedBatch;
 use self::connection::{open_connection, Role, MAX_IDLE_READERS};
 use super::migration::SchemaGate;
+use super::rows;
 use super::{
     CommitReport, Direction, EdgePage, LineageEdge, Store, StoreError, StoredCheckpoint,
     StoredEvent, TransparencyLog, TreeHead,
@@ -216,16 +217,8 @@ impl Store for SqliteStore {
 impl TransparencyLog for SqliteStore {
     async fn tree_head(&self) -> Result<TreeHead, StoreError> {
         let inner = Arc::clone(&self.inner);
-        run_blocking(move || {
-            inner.read(|conn| {
-                let range = commit::read_log_head(conn)?;
-                Ok(TreeHead {
-                    size: range.size(),
-                    root: range.root(),
-                })
-            })
-        })
-        .await
+        run_blocking(move || inner.read(|conn| Ok(rows::tree_head(&commit::read_log_head(conn)?))))
+            .await
     }
 
     async fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
@@ -251,7 +244,7 @@ impl TransparencyLog for SqliteStore {
                     .prepare_cached("SELECT max(node_index) FROM log_nodes WHERE height = ?1")
                     .and_then(|mut stmt| stmt.query_row([height], |row| row.get(0)))
                     .map_err(classify)?;
-                Ok(end.map_or(0, |i| u64::try_from(i).unwrap_or(0).saturating_add(1)))
+                Ok(rows::tree_nodes_end(end))
             })
         })
         .await

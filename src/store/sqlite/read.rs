@@ -11,6 +11,7 @@ use super::error::classify;
 use super::timestamp::parse_timestamp;
 use super::to_sql_int;
 use crate::records::{Direction, LineageEdge};
+use crate::store::rows::{self, EventRow};
 use crate::store::{EdgePage, StoreError, StoredCheckpoint, StoredEdge, StoredEvent};
 use crate::tlog::Hash;
 
@@ -40,20 +41,17 @@ pub(super) fn tree_nodes(
              WHERE height = ?1 AND node_index >= ?2 AND node_index < ?3 ORDER BY node_index",
         )
         .map_err(classify)?;
-    let rows = stmt
+    let nodes = stmt
         .query_map(params![height, lo, hi], |row| {
             Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
         })
         .map_err(classify)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (index, hash) = row.map_err(classify)?;
-        let hash: Hash = hash.try_into().map_err(|_| {
-            StoreError::Corrupt(format!("log node {height}/{index} is not 32 bytes"))
-        })?;
-        out.push((u64::try_from(index).unwrap_or(0), hash));
-    }
-    Ok(out)
+    nodes
+        .map(|node| {
+            let (index, hash) = node.map_err(classify)?;
+            rows::tree_node(height, index, &hash)
+        })
+        .collect()
 }
 
 pub(super) fn leaf_hashes(conn: &Connection, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
@@ -67,31 +65,12 @@ pub(super) fn leaf_hashes(conn: &Connection, from: u64, to: u64) -> Result<Vec<H
              WHERE log_position >= ?1 AND log_position < ?2 ORDER BY log_position",
         )
         .map_err(classify)?;
-    let mut rows = stmt.query(params![lo, hi]).map_err(classify)?;
-    let mut out = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0).min(1 << 20));
-    let mut expected = from;
-    while let Some(row) = rows.next().map_err(classify)? {
-        let position: i64 = row.get(0).map_err(classify)?;
-        if u64::try_from(position).ok() != Some(expected) {
-            return Err(StoreError::Corrupt(format!(
-                "log position {expected} is missing"
-            )));
-        }
-        let hash: Option<Vec<u8>> = row.get(1).map_err(classify)?;
-        let hash: Hash = hash.and_then(|h| h.try_into().ok()).ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "the leaf_hash of log position {expected} is missing or not 32 bytes"
-            ))
-        })?;
-        out.push(hash);
-        expected += 1;
-    }
-    if expected != to {
-        return Err(StoreError::Corrupt(format!(
-            "log position {expected} is missing"
-        )));
-    }
-    Ok(out)
+    let leaves = stmt
+        .query_map(params![lo, hi], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, Option<Vec<u8>>>(1)?))
+        })
+        .map_err(classify)?;
+    rows::dense_leaf_hashes(from, to, leaves.map(|leaf| leaf.map_err(classify)))
 }
 
 pub(super) fn edges_page(
@@ -132,41 +111,46 @@ pub(super) fn checkpoints(
     from_size: u64,
     limit: usize,
 ) -> Result<Vec<StoredCheckpoint>, StoreError> {
-    let Ok(from) = i64::try_from(from_size) else {
+    paged(
+        conn,
+        "SELECT tree_size, root_hash, note, created_at FROM log_checkpoints \
+         WHERE tree_size >= ?1 ORDER BY tree_size LIMIT ?2",
+        from_size,
+        limit,
+        read_checkpoint_row,
+    )
+}
+
+/// A page of `sql` (which selects `... >= ?1 ORDER BY ... LIMIT ?2`): up to `limit` rows from
+/// `from` on, each decoded by `decode`.
+fn paged<T>(
+    conn: &Connection,
+    sql: &str,
+    from: u64,
+    limit: usize,
+    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let Some((from, sql_limit)) = rows::page_bounds(from, limit) else {
         return Ok(Vec::new());
     };
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT tree_size, root_hash, note, created_at FROM log_checkpoints \
-             WHERE tree_size >= ?1 ORDER BY tree_size LIMIT ?2",
-        )
-        .map_err(classify)?;
-    let mut rows = stmt.query(params![from, limit]).map_err(classify)?;
-    let mut out = Vec::new();
+    let mut stmt = conn.prepare_cached(sql).map_err(classify)?;
+    let mut rows = stmt.query(params![from, sql_limit]).map_err(classify)?;
+    let mut out = Vec::with_capacity(limit.min(4096));
     while let Some(row) = rows.next().map_err(classify)? {
-        out.push(read_checkpoint_row(row)?);
+        out.push(decode(row)?);
     }
     Ok(out)
 }
 
 /// One `log_checkpoints` row (`tree_size, root_hash, note, created_at`).
 pub(super) fn read_checkpoint_row(row: &rusqlite::Row<'_>) -> Result<StoredCheckpoint, StoreError> {
-    let size: i64 = row.get(0).map_err(classify)?;
-    let tree_size = u64::try_from(size)
-        .map_err(|_| StoreError::Corrupt(format!("negative checkpoint tree size {size}")))?;
     let root: Vec<u8> = row.get(1).map_err(classify)?;
-    let root_hash: Hash = root.try_into().map_err(|_| {
-        StoreError::Corrupt(format!(
-            "the checkpoint at tree size {tree_size} has a root_hash that is not 32 bytes"
-        ))
-    })?;
-    Ok(StoredCheckpoint {
-        tree_size,
-        root_hash,
-        note: row.get(2).map_err(classify)?,
-        created_at: row.get(3).map_err(classify)?,
-    })
+    rows::checkpoint(
+        row.get(0).map_err(classify)?,
+        &root,
+        row.get(2).map_err(classify)?,
+        row.get(3).map_err(classify)?,
+    )
 }
 
 pub(super) fn log_size(conn: &Connection) -> Result<u64, StoreError> {
@@ -198,26 +182,11 @@ pub(super) fn scan(
     from: u64,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    // Positions never exceed i64::MAX, so a larger start is past the end.
-    let Ok(from) = i64::try_from(from) else {
-        return Ok(Vec::new());
-    };
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM lineage_events WHERE log_position >= ?1 \
-             ORDER BY log_position LIMIT ?2"
-        ))
-        .map_err(classify)?;
-    let mut rows = stmt.query(params![from, sql_limit]).map_err(classify)?;
-    let mut events = Vec::with_capacity(limit.min(4096));
-    while let Some(row) = rows.next().map_err(classify)? {
-        events.push(read_event_row(row)?);
-    }
-    Ok(events)
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM lineage_events WHERE log_position >= ?1 \
+         ORDER BY log_position LIMIT ?2"
+    );
+    paged(conn, &sql, from, limit, read_event_row)
 }
 
 /// One `lineage_events` row selected with [`EVENT_COLUMNS`].
@@ -225,56 +194,22 @@ pub(super) fn read_event_row(row: &rusqlite::Row<'_>) -> Result<StoredEvent, Sto
     let position: i64 = row.get(0).map_err(classify)?;
     let position = u64::try_from(position)
         .map_err(|_| StoreError::Corrupt(format!("negative log position {position}")))?;
-    let text = |index: usize| -> Result<Option<String>, StoreError> {
-        row.get::<_, Option<String>>(index).map_err(classify)
-    };
-    let event_id = text(1)?.unwrap_or_default();
-    let required = |index: usize, column: &str| -> Result<String, StoreError> {
-        text(index)?.ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "the row at log position {position} (event_id {event_id}) has no {column}"
-            ))
-        })
-    };
-    let dataset_uuid = required(2, "dataset_uuid")?;
-    let operation = required(3, "operation")?;
-    let crs_from = text(4)?;
-    let crs_to = text(5)?;
-    let processor_id = required(6, "processor_id")?;
-    let timestamp = required(7, "timestamp")?;
-    let payload_json = required(8, "payload_json")?;
-    let recorded_at = parse_timestamp(&timestamp).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "the row at log position {position} (event_id {event_id}) has an unreadable \
-             timestamp '{timestamp}'"
-        ))
-    })?;
-    let event_time = |index: usize, column: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
-        match text(index)? {
+    let event_id = row.text(1)?.unwrap_or_default();
+    rows::stored_event(row, position, event_id)
+}
+
+/// Times are RFC 3339 text (`timestamp.rs`).
+impl EventRow for rusqlite::Row<'_> {
+    fn text(&self, index: usize) -> Result<Option<String>, StoreError> {
+        self.get(index).map_err(classify)
+    }
+
+    fn time(&self, index: usize) -> Result<Result<Option<DateTime<Utc>>, String>, StoreError> {
+        Ok(match self.text(index)? {
             None => Ok(None),
-            Some(t) => parse_timestamp(&t).map(Some).ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "the row at log position {position} (event_id {event_id}) has an \
-                     unreadable {column} '{t}'"
-                ))
-            }),
-        }
-    };
-    let started_at = event_time(9, "started_at")?;
-    let ended_at = event_time(10, "ended_at")?;
-    Ok(StoredEvent {
-        position,
-        event_id,
-        dataset_uuid,
-        operation,
-        crs_from,
-        crs_to,
-        processor_id,
-        recorded_at,
-        payload_json,
-        started_at,
-        ended_at,
-    })
+            Some(text) => parse_timestamp(&text).map(Some).ok_or(text),
+        })
+    }
 }
 
 /// One level of the lineage graph ([`crate::store::Store::neighbours`]): one probe of

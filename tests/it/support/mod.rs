@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod log_cases;
 pub mod pg;
+pub mod stamp;
 pub mod tlog;
 
 use std::path::{Path, PathBuf};

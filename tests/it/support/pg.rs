@@ -1,11 +1,24 @@
 //! PostgreSQL helpers: the shared server's URL (or a clear skip), a schema of its own per test
 //! dropped on drop, a private PostgreSQL instance per test (initdb + pg_ctl as the `postgres` OS
-//! user, on a spare port) that a test may stop, restart or give TLS, and raw SQL access.
+//! user, on a spare port) that a test may stop, restart or give TLS, raw SQL access (rows as
+//! another writer inserts them, the edge view, the append-only triggers), and worker processes.
 
 use super::require_or_skip;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use geoprov::event::LineageEvent;
+use geoprov::store::postgres::PostgresStore;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+/// The reference table, as the seed's operators created it (no geoprov column yet).
+pub const REFERENCE_TABLE: &str = "CREATE TABLE lineage_events (event_id text PRIMARY KEY, \
+    dataset_uuid text, operation text, crs_from text, crs_to text, processor_id text, \
+    \"timestamp\" timestamptz, payload_json text)";
 
 /// The shared server, from `GEOPROV_TEST_POSTGRES` or the local default.
 pub fn server_url() -> String {
@@ -61,6 +74,26 @@ impl TestSchema {
             .await
             .expect("create the test schema");
         Some(TestSchema { server, name })
+    }
+
+    /// A fresh schema with a store migrated into it; `None` (after a skip) without a server.
+    pub async fn with_store() -> Option<(TestSchema, PostgresStore)> {
+        let schema = TestSchema::create().await?;
+        let store = PostgresStore::open_and_migrate(&schema.url())
+            .await
+            .expect("store");
+        Some((schema, store))
+    }
+
+    /// A fresh schema holding the [`REFERENCE_TABLE`], and a raw connection to it; `None`
+    /// (after a skip) without a server.
+    pub async fn with_reference_table() -> Option<(TestSchema, tokio_postgres::Client)> {
+        let schema = TestSchema::create().await?;
+        let raw = schema.raw().await;
+        raw.batch_execute(REFERENCE_TABLE)
+            .await
+            .expect("reference table");
+        Some((schema, raw))
     }
 
     /// The store URL for this schema.
@@ -246,7 +279,8 @@ fn pg_bin_dir() -> Option<PathBuf> {
     versions.pop().map(|(_, bin)| bin)
 }
 
-fn run_ok(cmd: &mut Command) {
+/// Runs `cmd` (no stdin) and asserts it succeeds, printing its output when it does not.
+pub fn run_ok(cmd: &mut Command) {
     let out = cmd.stdin(Stdio::null()).output().expect("run command");
     assert!(
         out.status.success(),
@@ -279,6 +313,73 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     f().await
+}
+
+/// The one number `sql` selects.
+pub async fn number(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+/// Inserts the seed columns of `e`, recorded at `at`, as a writer other than geoprov does
+/// (the reference task, or a geoprov of an older schema when `position` is given).
+pub async fn insert_row(
+    client: &impl GenericClient,
+    e: &LineageEvent,
+    at: DateTime<Utc>,
+    position: Option<i64>,
+) {
+    let (id, dataset) = (e.event_id.to_hex(), e.dataset_uuid.to_string());
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &id,
+        &dataset,
+        &e.operation,
+        &e.crs_from,
+        &e.crs_to,
+        &e.processor_id,
+        &at,
+        &e.payload_json,
+    ];
+    let sql = match &position {
+        None => {
+            "INSERT INTO lineage_events (event_id, dataset_uuid, operation, crs_from, crs_to, \
+             processor_id, \"timestamp\", payload_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        }
+        Some(position) => {
+            params.push(position);
+            "INSERT INTO lineage_events (event_id, dataset_uuid, operation, crs_from, crs_to, \
+             processor_id, \"timestamp\", payload_json, log_position) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        }
+    };
+    client.execute(sql, &params).await.expect("row");
+}
+
+/// Every (from, to, event_id, operation) the `lineage_edges` view lists, sorted.
+pub async fn edges(client: &tokio_postgres::Client) -> Vec<(Uuid, Uuid, String, String)> {
+    let mut edges: Vec<(Uuid, Uuid, String, String)> = client
+        .query(
+            "SELECT from_uuid, to_uuid, event_id, operation FROM lineage_edges",
+            &[],
+        )
+        .await
+        .expect("edges")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    edges.sort();
+    edges
+}
+
+/// Each of `sqls` is refused by an append-only trigger (its message says so).
+pub async fn assert_append_only(client: &tokio_postgres::Client, sqls: &[&str]) {
+    for &sql in sqls {
+        let err = client.batch_execute(sql).await.expect_err(sql);
+        let message = err
+            .as_db_error()
+            .map(|e| e.message().to_string())
+            .unwrap_or_else(|| err.to_string());
+        assert!(message.contains("is append-only"), "{sql}: {message}");
+    }
 }
 
 /// Rows, distinct ids, and whether positions are exactly 0..n-1, read with raw SQL.
@@ -329,6 +430,8 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
+    /// `geoprov worker --broker embedded --store STORE EXTRA...` on `data_dir`, logging to
+    /// `log_name` there.
     pub fn start(
         data_dir: &std::path::Path,
         store: &str,
@@ -366,6 +469,36 @@ impl WorkerProcess {
     /// Everything it logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Worker number `i` of a fleet on one data dir and store, logging to `worker-<i>.log`
+    /// (so that a restarted worker goes on in its predecessor's log).
+    pub fn numbered(i: usize, data_dir: &Path, store: &str, extra: &[&str]) -> WorkerProcess {
+        WorkerProcess::start(data_dir, store, &format!("worker-{i}.log"), extra)
+    }
+
+    /// Enqueues `payloads` on the embedded broker of `data_dir`, then starts `n` numbered
+    /// workers on it and `store`.
+    pub fn fleet(
+        n: usize,
+        data_dir: &Path,
+        store: &str,
+        payloads: &[String],
+        extra: &[&str],
+    ) -> Vec<WorkerProcess> {
+        super::tlog::emit(data_dir, payloads);
+        (0..n)
+            .map(|i| WorkerProcess::numbered(i, data_dir, store, extra))
+            .collect()
+    }
+
+    /// Everything a fleet logged so far, one worker after the other.
+    pub fn logs(workers: &[WorkerProcess]) -> String {
+        workers
+            .iter()
+            .map(WorkerProcess::log_text)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
