@@ -150,7 +150,9 @@ async fn the_same_events_sent_three_times_are_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_outage_mid_stream_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--rate-limit", "5000/s"]);
+    // Slow enough (at least 10 s for the whole stream) that the outage below always comes
+    // mid-stream, however slowly a loaded machine posts.
+    let server = Server::start(dir.path(), &["--rate-limit", "1000/s"]);
     let events = valid_events(10_000, "outage");
     post_all(&server.url(), &events, 1000).await;
     assert!(rows_reach(dir.path(), 1000, 30));
@@ -158,6 +160,10 @@ async fn a_store_outage_mid_stream_loses_and_duplicates_nothing() {
     let locker = rusqlite::Connection::open(dir.path().join("lineage.db")).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let during = sqlite_row_count(dir.path());
+    assert!(
+        during < 10_000,
+        "the outage starts mid-stream ({during} rows)"
+    );
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(
         sqlite_row_count(dir.path()),
