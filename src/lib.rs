@@ -34,11 +34,13 @@
 //! - [`metrics`]: every metric name, one function per observable event.
 //! - [`url`]: broker and store URLs parsed once into typed values; password redaction.
 //! - [`config`]: flags > environment > defaults, validated once; the data dir's layout.
+//! - [`cause`]: an error's whole text, causes included, for the one line a user sees.
 //! - [`cli`]: the command line; the only place that prints and picks concrete backends.
 //! - [`status`]: the health of a deployment in one value (`geoprov status`, `GET /v1/status`).
 //! - [`shutdown`]: SIGINT/SIGTERM → a shared signal every task listens to.
 
 pub mod broker;
+pub mod cause;
 pub mod celery;
 pub mod cli;
 pub mod config;

@@ -93,15 +93,14 @@ async fn post(server: &str, token: Option<String>, input: Vec<u8>) -> Result<Exi
     if let Some(token) = &token {
         req = req.bearer_auth(token);
     }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| CliError::Failed(format!("cannot POST to {url}: {}", cause_chain(&e))))?;
+    let resp = req.send().await.map_err(|e| {
+        CliError::Failed(format!("cannot POST to {url}: {}", crate::cause::chain(&e)))
+    })?;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.map_err(|e| {
         CliError::Failed(format!(
             "{url} answered {status} with a body that is not JSON: {}",
-            cause_chain(&e)
+            crate::cause::chain(&e)
         ))
     })?;
     if let Some(ids) = body.get("event_ids").and_then(|v| v.as_array()) {
@@ -131,20 +130,4 @@ async fn post(server: &str, token: Option<String>, input: Vec<u8>) -> Result<Exi
             body.get("error").and_then(|v| v.as_str()).unwrap_or("")
         )))
     }
-}
-
-/// An error and every cause under it, `: `-separated (reqwest's own text alone says only
-/// "error sending request").
-fn cause_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

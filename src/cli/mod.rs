@@ -99,48 +99,36 @@ struct Groups<'a> {
     key: Option<&'a KeyArgs>,
 }
 
+impl<'a> Groups<'a> {
+    fn broker(mut self, broker: &'a BrokerArgs) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    fn http(mut self, http: &'a HttpArgs) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    fn key(mut self, key: &'a KeyArgs) -> Self {
+        self.key = Some(key);
+        self
+    }
+}
+
 impl Command {
     fn groups(&self) -> Groups<'_> {
+        let none = Groups::default();
         match self {
-            Command::Serve(a) => Groups {
-                broker: Some(&a.broker),
-                http: Some(&a.http),
-                key: Some(&a.signing_key),
-            },
-            Command::Worker(a) => Groups {
-                broker: Some(&a.broker),
-                key: Some(&a.signing_key),
-                ..Groups::default()
-            },
-            Command::Bench(a) => Groups {
-                broker: Some(&a.broker),
-                key: Some(&a.signing_key),
-                ..Groups::default()
-            },
-            Command::Emit(a) => Groups {
-                broker: Some(&a.broker),
-                ..Groups::default()
-            },
-            Command::Status(a) => Groups {
-                broker: Some(&a.broker),
-                ..Groups::default()
-            },
-            Command::Dlq(a) => Groups {
-                broker: Some(&a.broker),
-                ..Groups::default()
-            },
-            Command::Keygen(a) => Groups {
-                key: Some(&a.signing_key),
-                ..Groups::default()
-            },
-            Command::Verify(a) => Groups {
-                key: Some(&a.signing_key),
-                ..Groups::default()
-            },
-            Command::Key(a) => Groups {
-                key: Some(&a.signing_key),
-                ..Groups::default()
-            },
+            Command::Serve(a) => none.broker(&a.broker).http(&a.http).key(&a.signing_key),
+            Command::Worker(a) => none.broker(&a.broker).key(&a.signing_key),
+            Command::Bench(a) => none.broker(&a.broker).key(&a.signing_key),
+            Command::Emit(a) => none.broker(&a.broker),
+            Command::Dlq(a) => none.broker(&a.broker),
+            Command::Status(a) => none.broker(&a.broker),
+            Command::Keygen(a) => none.key(&a.signing_key),
+            Command::Verify(a) => none.key(&a.signing_key),
+            Command::Key(a) => none.key(&a.signing_key),
             Command::EventId(_)
             | Command::Migrate
             | Command::Lineage(_)
@@ -148,7 +136,7 @@ impl Command {
             | Command::Prove(_)
             | Command::VerifyProof(_)
             | Command::Checkpoints(_)
-            | Command::Completions { .. } => Groups::default(),
+            | Command::Completions { .. } => none,
         }
     }
 }

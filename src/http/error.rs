@@ -26,13 +26,20 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl ApiError {
+    /// A backend's failure: 503 when retrying later may work, 500 otherwise.
+    fn backend(transient: bool, detail: String) -> ApiError {
+        if transient {
+            ApiError::Unavailable(detail)
+        } else {
+            ApiError::Internal(detail)
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        if e.is_transient() {
-            ApiError::Unavailable(e.to_string())
-        } else {
-            ApiError::Internal(e.to_string())
-        }
+        ApiError::backend(e.is_transient(), e.to_string())
     }
 }
 
@@ -51,11 +58,7 @@ impl From<crate::store::IdLookupError> for ApiError {
 
 impl From<BrokerError> for ApiError {
     fn from(e: BrokerError) -> Self {
-        if e.is_transient() {
-            ApiError::Unavailable(e.to_string())
-        } else {
-            ApiError::Internal(e.to_string())
-        }
+        ApiError::backend(e.is_transient(), e.to_string())
     }
 }
 

@@ -64,7 +64,6 @@ pub fn classify(e: tokio_postgres::Error) -> StoreError {
 /// the chain of causes under it (`error connecting to server: Connection refused (os error
 /// 111)`), which its `Display` alone leaves out.
 fn describe(e: &tokio_postgres::Error) -> String {
-    use std::error::Error as _;
     if let Some(db) = e.as_db_error() {
         let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
         if let Some(detail) = db.detail() {
@@ -75,17 +74,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
         }
         return text;
     }
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    crate::cause::chain(e)
 }
 
 pub(super) fn classify_code(code: &SqlState, message: String) -> StoreError {
