@@ -60,10 +60,18 @@ pub enum Direction {
 /// One edge of the lineage graph: `from` was an input of the event that produced `to`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct LineageEdge {
+    /// The input dataset.
     pub from: Uuid,
+    /// The output dataset.
     pub to: Uuid,
+    /// The event the edge belongs to.
     pub event_id: String,
+    /// Its operation (`reproject`, `tile`, ...).
     pub operation: String,
+    /// Its processor (host, job, service).
+    pub processor_id: String,
+    /// When it happened: its `ended_at`, else its `started_at`, else when it was recorded.
+    pub time: Option<DateTime<Utc>>,
 }
 
 /// The log's head: its size and `MTH(D[size])`, read together from one snapshot.

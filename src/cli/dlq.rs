@@ -43,8 +43,16 @@ enum DlqAction {
 
 /// Run the action.
 pub async fn run(config: &Config, args: DlqArgs) -> Result<ExitCode, CliError> {
+    let ids = match &args.action {
+        DlqAction::Replay { ids } | DlqAction::Purge { ids, .. } => ids.as_slice(),
+        DlqAction::List { .. } => &[],
+    };
+    check_ids(&config.broker, ids)?;
     let queue = crate::config::queue_db_path(&config.data_dir);
-    if config.broker == crate::url::BrokerUrl::Embedded && !queue.is_file() {
+    if config.broker == crate::url::BrokerUrl::Embedded
+        && !config.broker_settings.celery
+        && !queue.is_file()
+    {
         return Err(CliError::Failed(format!(
             "no embedded queue at {}: nothing was queued with this data dir ({}, relative to the \
              working directory); point at the right one with --data-dir or GEOPROV_DATA_DIR, or \
@@ -53,11 +61,6 @@ pub async fn run(config: &Config, args: DlqArgs) -> Result<ExitCode, CliError> {
             config.data_dir.display()
         )));
     }
-    let ids = match &args.action {
-        DlqAction::Replay { ids } | DlqAction::Purge { ids, .. } => ids.as_slice(),
-        DlqAction::List { .. } => &[],
-    };
-    check_ids(&config.broker, ids)?;
     let broker = open_broker(config).await?;
     let dlq = broker.dead_letters().await?;
     match args.action {

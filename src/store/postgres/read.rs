@@ -172,12 +172,16 @@ impl PostgresStore {
         let mut client = self.ready_client().await?;
         let sql = match direction {
             Direction::Upstream => {
-                "SELECT o, i, e.event_id, coalesce(e.operation, '') FROM lineage_events e \
+                "SELECT o, i, e.event_id, coalesce(e.operation, ''), \
+                 coalesce(e.processor_id, ''), coalesce(e.ended_at, e.started_at, e.\"timestamp\") \
+                 FROM lineage_events e \
                  CROSS JOIN LATERAL unnest(e.outputs) o CROSS JOIN LATERAL unnest(e.inputs) i \
                  WHERE e.outputs && $1::uuid[] AND o = ANY($1::uuid[]) LIMIT $2"
             }
             Direction::Downstream => {
-                "SELECT i, o, e.event_id, coalesce(e.operation, '') FROM lineage_events e \
+                "SELECT i, o, e.event_id, coalesce(e.operation, ''), \
+                 coalesce(e.processor_id, ''), coalesce(e.ended_at, e.started_at, e.\"timestamp\") \
+                 FROM lineage_events e \
                  CROSS JOIN LATERAL unnest(e.inputs) i CROSS JOIN LATERAL unnest(e.outputs) o \
                  WHERE e.inputs && $1::uuid[] AND i = ANY($1::uuid[]) LIMIT $2"
             }
@@ -209,6 +213,8 @@ impl PostgresStore {
                     to,
                     event_id: row.try_get(2).map_err(classify)?,
                     operation: row.try_get(3).map_err(classify)?,
+                    processor_id: row.try_get(4).map_err(classify)?,
+                    time: row.try_get(5).map_err(classify)?,
                 })
             })
             .collect()

@@ -213,8 +213,9 @@ impl EventRow for rusqlite::Row<'_> {
 }
 
 /// One level of the lineage graph ([`crate::store::Store::neighbours`]): one probe of
-/// `lineage_edges_to` (upstream) or `lineage_edges_from` (downstream) per dataset, then one
-/// table read per edge found, all inside one read transaction (one snapshot).
+/// `lineage_edges_to` (upstream) or `lineage_edges_from` (downstream) per dataset, then the
+/// event of each edge found by its primary key (processor and time), all inside one read
+/// transaction (one snapshot).
 pub(super) fn neighbours(
     conn: &mut Connection,
     datasets: &[Uuid],
@@ -224,10 +225,16 @@ pub(super) fn neighbours(
     let tx = conn.transaction().map_err(classify)?;
     let sql = match direction {
         Direction::Upstream => {
-            "SELECT from_uuid, event_id, operation FROM lineage_edges WHERE to_uuid = ?1"
+            "SELECT d.from_uuid, d.event_id, d.operation, e.processor_id, \
+                    coalesce(e.ended_at, e.started_at, e.timestamp) \
+             FROM lineage_edges d JOIN lineage_events e ON e.event_id = d.event_id \
+             WHERE d.to_uuid = ?1"
         }
         Direction::Downstream => {
-            "SELECT to_uuid, event_id, operation FROM lineage_edges WHERE from_uuid = ?1"
+            "SELECT d.to_uuid, d.event_id, d.operation, e.processor_id, \
+                    coalesce(e.ended_at, e.started_at, e.timestamp) \
+             FROM lineage_edges d JOIN lineage_events e ON e.event_id = d.event_id \
+             WHERE d.from_uuid = ?1"
         }
     };
     let mut edges = Vec::new();
@@ -254,6 +261,12 @@ pub(super) fn neighbours(
                     to,
                     event_id: row.get(1).map_err(classify)?,
                     operation: row.get(2).map_err(classify)?,
+                    processor_id: row.get(3).map_err(classify)?,
+                    time: row
+                        .get::<_, Option<String>>(4)
+                        .map_err(classify)?
+                        .as_deref()
+                        .and_then(parse_timestamp),
                 });
             }
         }
