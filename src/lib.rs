@@ -11,33 +11,66 @@
 //!
 //! # Layout
 //!
+//! ```text
+//! src/
+//!   main.rs            parse args -> cli::main -> exit code 0/1/2
+//!   lib.rs             this map
+//!   url.rs             BrokerUrl / StoreUrl parsed once; password redaction (no crate deps)
+//!   config.rs          flags > env > defaults -> Config; the data dir's layout
+//!   cause.rs           an error's whole text, causes included
+//!   event/             pure: validate.rs (bytes -> LineageEvent), event_id.rs,
+//!                      python_json/ {parse, dumps, float_repr} (Python's json, byte for byte)
+//!   celery/            pure: kombu/Celery envelopes -> tasks; results; refuses pickle
+//!   broker/            mod.rs (Broker/Producer/Consumer/DeadLetterQueue traits, open)
+//!     embedded/        on-disk queue {schema, consumer, dead_letters}
+//!     redis/           {streams, celery (kombu lists), unacked, dead_letters, results}
+//!     amqp/            {connection, publish, producer, consumer, delay, celery, dead_letters}
+//!   worker/            consume -> decode -> validate -> batch -> commit -> ack; retry, rate
+//!                      limit, checkpointer; tests.rs drives it with a paused clock
+//!   records.rs         pure: the rows stores hand back (StoredEvent, TreeHead, ...)
+//!   store/             mod.rs (Store/TransparencyLog traits, open), migration.rs, rows.rs
+//!     sqlite/          {connection, migrate, commit, read, timestamp, error}, migrations/
+//!     postgres/        {connect, tls, migrate, adopt, commit, copy_rows, read, log, error},
+//!                      migrations/
+//!   tlog/              pure: merkle.rs (RFC 6962/9162), leaf.rs, checkpoint.rs (signed notes)
+//!   tlog_service.rs    signing key files, checkpoints, proofs from a store
+//!   verify/            geoprov verify: {rows, checkpoints, edges, nodes}
+//!   lineage/           the walk over Store::neighbours; present.rs (JSON, text, DOT)
+//!   prov/              pure: PROV-JSON {writer, payload, names, literal}
+//!   export.rs          the PROV-JSON writer over store pages
+//!   ingest.rs          a request or file body -> payloads
+//!   sample.rs          the bundled sample pipeline
+//!   status.rs          the health of a deployment (geoprov status, GET /v1/status)
+//!   http/              the axum router, one file per resource, error.rs (JSON errors)
+//!   metrics.rs         every metric, one function each (clippy.toml enforces it)
+//!   shutdown.rs        SIGINT/SIGTERM -> one signal every task listens to
+//!   cli/               one file per command; args.rs (flag groups), wiring.rs (backends)
+//! tests/it/            one binary: support/, *_suite.rs (one conformance suite per trait,
+//!                      stamped onto every backend), one file per backend and feature
+//! tests/fixtures/      captures made by the real reference tools
+//! tests/python/        the reference Celery app and tools the interoperability tests drive
+//! benches/             cargo bench --bench pg_copy
+//! deploy/              image, Kubernetes, systemd
+//! examples/            events.ndjson
+//! ```
+//!
+//! - [`url`], [`config`], [`cause`]: typed URLs, validated configuration, error text.
 //! - [`event`] (pure): raw payload → validated [`event::LineageEvent`] with its `event_id`.
+//! - [`celery`] (pure): Celery protocol v2 messages → [`celery::CeleryTask`]; result records.
 //! - [`broker`]: the `Broker`/`Producer`/`Consumer` traits and their backends.
-//! - [`celery`] (pure): Celery protocol v2 messages (kombu Redis envelope, AMQP delivery) →
-//!   [`celery::CeleryTask`]; result backend records; refuses pickle, v1 and foreign tasks.
-//! - [`store`]: the `Store` trait and its backends.
-//! - [`tlog`] (pure): RFC 6962/9162 Merkle tree (leaf hashes, compact range, inclusion and
-//!   consistency proofs), the `geoprov/leaf/v1` leaf encoding, C2SP checkpoints signed as
-//!   Ed25519 signed notes. No storage, no HTTP.
-//! - [`tlog_service`]: the log signing key file, signed checkpoints of the store's tree head,
-//!   inclusion and consistency proofs (built from the store, checked offline).
-//! - [`verify`]: re-checks every stored row, the Merkle tree and every checkpoint (`geoprov
-//!   verify`), streaming in flat memory.
 //! - [`worker`]: the consume → validate → batch → commit → ack loop; knows only the traits.
-//! - [`ingest`]: splits a request or file body (object, array, NDJSON) into payloads.
-//! - [`lineage`]: lineage walks presented as JSON, text or Graphviz DOT.
-//! - [`prov`] (pure): stored events → W3C PROV-JSON, streamed one section per pass in flat memory.
-//! - [`sample`]: the bundled sample pipeline (Sentinel-2 scenes → reproject → tile → mosaic →
-//!   validate → publish) as lineage event payloads.
-//! - [`export`]: drives the PROV-JSON writer over store pages (flat memory, filters).
-//! - [`http`]: the axum router (`POST /v1/events`, reads, `/metrics`, `/healthz`).
-//! - [`metrics`]: every metric name, one function per observable event.
-//! - [`url`]: broker and store URLs parsed once into typed values; password redaction.
-//! - [`config`]: flags > environment > defaults, validated once; the data dir's layout.
-//! - [`cause`]: an error's whole text, causes included, for the one line a user sees.
-//! - [`cli`]: the command line; the only place that prints and picks concrete backends.
-//! - [`status`]: the health of a deployment in one value (`geoprov status`, `GET /v1/status`).
-//! - [`shutdown`]: SIGINT/SIGTERM → a shared signal every task listens to.
+//! - [`records`] (pure): the values stores hand back.
+//! - [`store`]: the `Store` and `TransparencyLog` traits and their backends; a backend writes
+//!   queries only.
+//! - [`tlog`] (pure): RFC 6962/9162 Merkle tree, the `geoprov/leaf/v1` leaf encoding, C2SP
+//!   checkpoints signed as Ed25519 signed notes.
+//! - [`tlog_service`]: key files, signed checkpoints of the store's tree head, proofs.
+//! - [`verify`]: re-checks every stored row, the tree and every checkpoint, in flat memory.
+//! - [`lineage`]: walks over [`store::Store::neighbours`] and their presentations.
+//! - [`prov`] (pure) and [`export`]: W3C PROV-JSON, streamed over store pages.
+//! - [`ingest`], [`sample`], [`status`], [`metrics`], [`shutdown`]: request bodies, the sample
+//!   pipeline, deployment health, every metric, the stop signal.
+//! - [`http`] and [`cli`]: the edges; only `cli` prints and picks concrete backends.
 
 pub mod broker;
 pub mod cause;

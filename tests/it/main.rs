@@ -6,6 +6,7 @@ mod cli;
 mod deploy;
 mod e2e_embedded;
 mod embedded_broker;
+mod layout;
 mod newcomer;
 mod postgres_store;
 mod prov_export;
