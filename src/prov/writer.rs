@@ -18,7 +18,7 @@ use crate::records::StoredEvent;
 
 /// A streaming PROV-JSON writer, driven one section at a time.
 ///
-/// [`ProvDocument::write`] drives it from a re-runnable source; a caller that pages through a
+/// [`ProvDocument::write`](super::ProvDocument::write) drives it from a re-runnable source; a caller that pages through a
 /// store asynchronously drives it directly:
 ///
 /// ```text

@@ -1,4 +1,4 @@
-//! The canonical leaf encoding of a stored event: the exact bytes whose [`leaf_hash`] is the
+//! The canonical leaf encoding of a stored event: the exact bytes whose [`leaf_hash`](super::leaf_hash) is the
 //! event's leaf in the log. Writers (the store's commit path) and verifiers (`geoprov verify`,
 //! an offline auditor re-implementing this in another language) MUST produce the same bytes,
 //! so the format is fixed here, byte for byte.

@@ -20,7 +20,7 @@
 //!    `ended_at` (to the microsecond the stores keep);
 //! 5. the stored `leaf_hash` equals `leaf_hash(leaf_data(position, event_id, recorded_at,
 //!    payload_json))` recomputed from the row (`geoprov/leaf/v1`);
-//! 6. the recomputed leaf is appended to a [`CompactRange`], and at the size of every stored
+//! 6. the recomputed leaf is appended to a [`CompactRange`](crate::tlog::CompactRange), and at the size of every stored
 //!    checkpoint the recomputed root MUST equal the checkpoint's root, the checkpoint's note
 //!    MUST carry a valid signature by the verifier key and MUST state the same size and root as
 //!    its row.

@@ -4,7 +4,7 @@
 //!
 //! Not for: decoding Celery task messages (that is [`crate::celery`], called by the worker's
 //! [`crate::worker::CeleryDecoder`] with the AMQP headers this module puts in
-//! [`Delivery::properties`]); deciding retry vs dead letter (see [`crate::worker`]).
+//! [`Delivery::properties`](crate::broker::Delivery::properties)); deciding retry vs dead letter (see [`crate::worker`]).
 //!
 //! # Queues
 //!

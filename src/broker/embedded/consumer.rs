@@ -23,7 +23,7 @@ const POLL_START: Duration = Duration::from_millis(5);
 /// enqueued by another process.
 const POLL_MAX: Duration = Duration::from_millis(50);
 
-/// Leases messages from an [`EmbeddedBroker`]'s file for one worker task.
+/// Leases messages from an [`EmbeddedBroker`](super::EmbeddedBroker)'s file for one worker task.
 pub struct EmbeddedConsumer {
     shared: Arc<Shared>,
     /// The visibility timeout in milliseconds.

@@ -15,7 +15,7 @@ use super::schema::{DELETE_DEAD_LETTER, INSERT_BODY, INSERT_MESSAGE};
 use super::{count_from_sql, debug_path, in_transaction, now_ms, Durability, Shared};
 use crate::broker::{BrokerError, DeadLetter, DeadLetterQueue};
 
-/// Lists, replays and purges the dead letters of an [`EmbeddedBroker`]'s file. Ids are the
+/// Lists, replays and purges the dead letters of an [`EmbeddedBroker`](super::EmbeddedBroker)'s file. Ids are the
 /// `dead_letters` row ids in decimal.
 pub struct EmbeddedDeadLetters {
     shared: Arc<Shared>,

@@ -88,7 +88,7 @@
 //! Which events are new? Usually all of them, so the first attempt assumes so and sends no
 //! lookup. If one is stored already (a message redelivered after a crash, or to two workers),
 //! the COPY hits the primary key, the transaction is rolled back, and the batch is tried again
-//! with a probe pipelined behind the lock ([`SELECT_FRESH`], `NOT EXISTS` on the primary key,
+//! with a probe pipelined behind the lock (`SELECT_FRESH`, `NOT EXISTS` on the primary key,
 //! run once the lock is held, so no geoprov commit can slip in between) that leaves the stored
 //! ones out. Duplicates come in runs, so the store keeps probing until a batch holds none. A
 //! writer that does not take the lock (the Python task during a migration) can still insert an
@@ -103,7 +103,7 @@
 //! host, since every worker of every host waits for the lock (the README has the figures).
 //!
 //! The edges' GIN indexes collect new keys in pending lists; the store merges those lists every
-//! [`CLEAN_EVERY_EVENTS`] events in a task of its own, outside the lock ([`EdgeIndexCleaner`]),
+//! `CLEAN_EVERY_EVENTS` events in a task of its own, outside the lock ([`EdgeIndexCleaner`]),
 //! so that no commit has to merge them while every other worker waits for the lock.
 //!
 //! # The transparency log
