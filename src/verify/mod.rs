@@ -33,7 +33,7 @@
 //! After the rows: the recomputed root at the log head's size MUST equal the root of the stored
 //! frontier (`log_head`); the stored lineage edges of those rows MUST be exactly the edges their
 //! payloads name (each distinct input x each distinct output), compared as order-independent
-//! keyed digests ([`EdgeSum`]), so an edge added, removed or changed is caught without holding
+//! keyed digests (`EdgeSum`), so an edge added, removed or changed is caught without holding
 //! the edges in memory, and an edge naming an event that is not stored is named; no row may
 //! exist beyond the head; no checkpoint may be beyond the log; every stored tree node
 //! (`log_nodes`, the proofs' cache) MUST equal the root recomputed from the leaves under it, and

@@ -103,7 +103,7 @@
 //! host, since every worker of every host waits for the lock (the README has the figures).
 //!
 //! The edges' GIN indexes collect new keys in pending lists; the store merges those lists every
-//! `CLEAN_EVERY_EVENTS` events in a task of its own, outside the lock ([`EdgeIndexCleaner`]),
+//! `CLEAN_EVERY_EVENTS` events in a task of its own, outside the lock (`EdgeIndexCleaner`),
 //! so that no commit has to merge them while every other worker waits for the lock.
 //!
 //! # The transparency log
