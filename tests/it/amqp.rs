@@ -21,8 +21,8 @@ use lapin::types::AMQPValue;
 use lapin::{Connection, ConnectionProperties};
 
 use super::redis_support::{
-    interrupt_mid_stream, make_certs, python, reachable, redis_url, required, stored_ids, stores,
-    unique, CeleryEnv, WorkerProc,
+    interrupt_mid_stream, make_certs, python, reachable, redis_url, stored_ids, stores, unique,
+    CeleryEnv, WorkerProc,
 };
 use super::support::{free_port, valid_events, wait_until};
 use crate::broker_suite::{broker_suite, celery, Backend, Lapse, Traits, Wire};
@@ -479,10 +479,9 @@ impl OwnRabbit {
                 .status()
                 .is_ok_and(|s| s.success());
         let (Some(server), true) = (server, openssl) else {
-            if required() {
-                panic!("rabbitmq-server or openssl is missing (GEOPROV_REQUIRE_SERVICES=1)");
-            }
-            eprintln!("skipped: no rabbitmq-server/openssl to start a node of our own");
+            crate::support::require_or_skip(
+                "no rabbitmq-server or openssl to start a node of our own",
+            );
             return None;
         };
         let dir = tempfile::tempdir().expect("tempdir");

@@ -12,13 +12,8 @@ use std::time::Duration;
 
 use geoprov::broker::BrokerError;
 
-use super::support::{free_port, geoprov_bin, wait_until};
+use super::support::{free_port, geoprov_bin, require_or_skip, wait_until};
 use crate::broker_suite::{MalformedId, Traits};
-
-/// True when a missing server or tool must fail the test instead of skipping it.
-pub fn required() -> bool {
-    std::env::var("GEOPROV_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
 
 /// The Redis URL to test against (`GEOPROV_TEST_REDIS`, default `redis://127.0.0.1:6379/0`),
 /// or `None` after printing why the test is skipped.
@@ -38,10 +33,7 @@ pub fn reachable(what: &str, url: String, ok: bool) -> Option<String> {
     if ok {
         return Some(url);
     }
-    if required() {
-        panic!("no {what} server at {url} (GEOPROV_REQUIRE_SERVICES=1)");
-    }
-    eprintln!("skipped: no server at {url}");
+    require_or_skip(&format!("no {what} server at {url}"));
     None
 }
 
@@ -176,10 +168,7 @@ impl OwnRedis {
             .status()
             .is_err()
         {
-            if required() {
-                panic!("redis-server is not installed (GEOPROV_REQUIRE_SERVICES=1)");
-            }
-            eprintln!("skipped: no redis-server binary to start a server of our own");
+            require_or_skip("no redis-server binary to start a server of our own");
             return None;
         }
         let mut me = OwnRedis {
@@ -290,16 +279,10 @@ pub fn python() -> Option<PathBuf> {
     if ok {
         return Some(path);
     }
-    if required() {
-        panic!(
-            "no Python with Celery at {} (run .ci/python-setup; GEOPROV_REQUIRE_SERVICES=1)",
-            path.display()
-        );
-    }
-    eprintln!(
-        "skipped: no Python with Celery at {} (run .ci/python-setup)",
+    require_or_skip(&format!(
+        "no Python with Celery at {} (run .ci/python-setup)",
         path.display()
-    );
+    ));
     None
 }
 
