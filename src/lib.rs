@@ -68,6 +68,7 @@
 //! - [`verify`]: re-checks every stored row, the tree and every checkpoint, in flat memory.
 //! - [`lineage`]: walks over [`store::Store::neighbours`] and their presentations.
 //! - [`prov`] (pure) and [`export`]: W3C PROV-JSON, streamed over store pages.
+//! - [`search`]: event search filters as users give them → `records::EventQuery`.
 //! - [`ingest`], [`sample`], [`status`], [`metrics`], [`shutdown`]: request bodies, the sample
 //!   pipeline, deployment health, every metric, the stop signal.
 //! - [`http`] and [`cli`]: the edges; only `cli` prints and picks concrete backends.
@@ -86,6 +87,7 @@ pub mod metrics;
 pub mod prov;
 pub mod records;
 pub mod sample;
+pub mod search;
 pub mod shutdown;
 pub mod status;
 pub mod store;

@@ -119,3 +119,39 @@ pub struct EdgePage {
     /// Where the next page starts; `None` after the last page.
     pub next: Option<u64>,
 }
+
+/// What `Store::search_events` looks for: every filter given must hold (an empty query
+/// matches every logged event). Answers come newest first (descending log position), a page of
+/// at most `limit` at a time, continued with `before`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventQuery {
+    /// Events that name this dataset: as their `dataset_uuid`, an input or an output.
+    pub dataset: Option<Uuid>,
+    /// Events whose `event_id` starts with these lowercase hex digits.
+    pub id_prefix: Option<String>,
+    /// Events of this operation, exactly.
+    pub operation: Option<String>,
+    /// Events of this processor, exactly.
+    pub processor: Option<String>,
+    /// Events whose `crs_from` or `crs_to` is this text, exactly (`EPSG:32633`).
+    pub crs: Option<String>,
+    /// Events whose time interval ends at or after this instant. An event's interval is
+    /// `[started_at, ended_at]`; a missing end is the other end, and an event with neither has
+    /// its record time at both ends.
+    pub since: Option<DateTime<Utc>>,
+    /// Events whose time interval starts at or before this instant.
+    pub until: Option<DateTime<Utc>>,
+    /// Only events at log positions below this one: the `next` of the previous page.
+    pub before: Option<u64>,
+    /// Most events per page (at least 1).
+    pub limit: usize,
+}
+
+/// A page of `Store::search_events`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventPage {
+    /// The matching events, newest first.
+    pub events: Vec<StoredEvent>,
+    /// Where the next page starts (`EventQuery::before`); `None` after the last page.
+    pub next: Option<u64>,
+}

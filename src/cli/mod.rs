@@ -17,6 +17,7 @@ mod keygen;
 mod lineage;
 mod migrate;
 mod prove;
+mod search;
 mod serve;
 mod status;
 mod verify;
@@ -62,6 +63,8 @@ enum Command {
     Migrate,
     /// Walk the lineage graph from a dataset.
     Lineage(lineage::LineageArgs),
+    /// Find events by dataset, id prefix, operation, processor, CRS and time, newest first.
+    Search(search::SearchArgs),
     /// Export the lineage (W3C PROV-JSON).
     Export(export::ExportArgs),
     /// Dead letters: list, replay, purge.
@@ -132,6 +135,7 @@ impl Command {
             Command::EventId(_)
             | Command::Migrate
             | Command::Lineage(_)
+            | Command::Search(_)
             | Command::Export(_)
             | Command::Prove(_)
             | Command::VerifyProof(_)
@@ -282,6 +286,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::EventId(args) => event_id::run(args),
         Command::Migrate => migrate::run(&config).await,
         Command::Lineage(args) => lineage::run(&config, args).await,
+        Command::Search(args) => search::run(&config, args).await,
         Command::Export(args) => export::run(&config, args).await,
         Command::Dlq(args) => dlq::run(&config, args).await,
         Command::Bench(args) => bench::run(&config, args).await,

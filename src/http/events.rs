@@ -1,7 +1,7 @@
 //! `POST /v1/events` (ingest) and `GET /v1/events/{event_id}`.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -59,6 +59,25 @@ pub async fn get_event(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no event {event_id}")))?;
     Ok(Json(stored_event_json(&row)))
+}
+
+/// `GET /v1/events?dataset=&id=&operation=&processor=&crs=&since=&until=&limit=&cursor=`: one
+/// page of the matching events, newest first, as `{"events": [...], "next_cursor": "…"|null}`.
+pub async fn search_events(
+    State(state): State<AppState>,
+    Query(text): Query<crate::search::SearchText>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let query = text.parse("").map_err(ApiError::BadRequest)?;
+    let page = state.store.search_events(&query).await?;
+    Ok(Json(search_page_json(&page)))
+}
+
+/// The JSON answer of a search page (`GET /v1/events`, `geoprov search --format json`).
+pub fn search_page_json(page: &crate::store::EventPage) -> serde_json::Value {
+    serde_json::json!({
+        "events": page.events.iter().map(stored_event_json).collect::<Vec<_>>(),
+        "next_cursor": crate::search::cursor_text(page.next),
+    })
 }
 
 /// The JSON shape of a stored event in API answers.

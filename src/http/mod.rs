@@ -24,6 +24,7 @@ use crate::config::Secret;
 use crate::store::Store;
 
 pub use error::ApiError;
+pub use events::{search_page_json, stored_event_json};
 
 /// Everything a request handler may touch.
 #[derive(Clone)]
@@ -52,7 +53,10 @@ pub const MAX_REQUEST_BYTES: usize = 64 << 20;
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
-        .route("/v1/events", post(events::post_events))
+        .route(
+            "/v1/events",
+            post(events::post_events).get(events::search_events),
+        )
         .route("/v1/events/{event_id}", get(events::get_event))
         .route("/v1/datasets/{uuid}/lineage", get(datasets::get_lineage))
         .route("/v1/export/prov", get(export::get_prov))

@@ -19,8 +19,8 @@ mod rows;
 pub mod sqlite;
 
 pub use crate::records::{
-    CommitReport, Direction, EdgePage, LineageEdge, StoredCheckpoint, StoredEdge, StoredEvent,
-    TreeHead,
+    CommitReport, Direction, EdgePage, EventPage, EventQuery, LineageEdge, StoredCheckpoint,
+    StoredEdge, StoredEvent, TreeHead,
 };
 
 use std::sync::Arc;
@@ -122,6 +122,10 @@ pub trait Store: Send + Sync {
     /// source dataset (both reach nothing).
     async fn mentions_dataset(&self, dataset: Uuid) -> Result<bool, StoreError>;
 
+    /// One page of the logged events that match `query` (see [`EventQuery`]), newest first.
+    /// MUST return `next` exactly when more matching events may follow (the page is full).
+    async fn search_events(&self, query: &EventQuery) -> Result<EventPage, StoreError>;
+
     /// The ids of up to `limit` logged events whose `event_id` starts with `prefix` (lowercase
     /// hex), in id order: how a short id (as `lineage` prints them) is resolved.
     async fn event_ids_with_prefix(
@@ -204,6 +208,15 @@ pub trait TransparencyLog: Send + Sync {
 
     /// Stores interior nodes of `height`; a node stored already is kept as it is.
     async fn add_tree_nodes(&self, height: u32, nodes: &[(u64, Hash)]) -> Result<(), StoreError>;
+}
+
+/// The page [`Store::search_events`] answers from `events` (at most `query.limit`, newest
+/// first): `next` is the last one's position when the page is full.
+pub fn event_page(query: &EventQuery, events: Vec<StoredEvent>) -> EventPage {
+    let next = (events.len() >= query.limit.max(1))
+        .then(|| events.last().map(|e| e.position))
+        .flatten();
+    EventPage { events, next }
 }
 
 /// The id range `[low, high)` of the lowercase hex ids that start with `prefix`: `"ab3f"` gives

@@ -509,6 +509,13 @@ impl Store for FakeStore {
         Err(not_used())
     }
 
+    async fn search_events(
+        &self,
+        _query: &crate::store::EventQuery,
+    ) -> Result<crate::store::EventPage, StoreError> {
+        Err(not_used())
+    }
+
     async fn event_ids_with_prefix(
         &self,
         _prefix: &str,

@@ -14,6 +14,7 @@ mod redis_celery;
 mod redis_streams;
 mod redis_support;
 mod reference_adoption;
+mod search;
 mod sqlite_store;
 mod store_suite;
 mod support;

@@ -593,6 +593,157 @@ pub async fn edges_page_through_every_stored_edge_once(store: Arc<dyn Store>) {
 /// after the case); `None` when the backend's server is absent and the case is skipped.
 pub type Fresh = Option<(Arc<dyn Store>, Box<dyn std::any::Any + Send>)>;
 
+/// `search_events` applies every filter, newest first, and pages through all matches once.
+pub async fn search_filters_and_pages_newest_first(store: Arc<dyn Store>) {
+    use geoprov::store::EventQuery;
+    let (scene, warped, tiles) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let event = |op: &str, proc_: &str, crs: &str, inputs: &[Uuid], out: Uuid, day: u32| {
+        event_from(&json!({
+            "dataset_uuid": out, "operation": op, "processor_id": proc_, "crs_to": crs,
+            "inputs": inputs, "run": Uuid::new_v4(),
+            "started_at": format!("2026-03-{day:02}T10:00:00Z"),
+            "ended_at": format!("2026-03-{day:02}T11:00:00Z"),
+        }))
+    };
+    let mut events = vec![
+        event("ingest", "loader", "EPSG:4326", &[], scene, 1),
+        event("reproject", "gdalwarp", "EPSG:3857", &[scene], warped, 2),
+        event("tile", "tiler", "EPSG:3857", &[warped], tiles, 3),
+    ];
+    for i in 0..20 {
+        events.push(event(
+            "tile",
+            "tiler",
+            "EPSG:3857",
+            &[warped],
+            Uuid::new_v4(),
+            4 + i % 10,
+        ));
+    }
+    commit(&store, &events).await;
+    let search = |q: EventQuery| {
+        let store = store.clone();
+        async move { store.search_events(&q).await.expect("search") }
+    };
+    let all = search(EventQuery {
+        limit: 100,
+        ..EventQuery::default()
+    })
+    .await;
+    assert_eq!(all.events.len(), 23);
+    assert!(all.next.is_none(), "one page holds them all");
+    let positions: Vec<u64> = all.events.iter().map(|e| e.position).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {positions:?}"
+    );
+
+    // The dataset filter: produced it (even with no inputs), or used it.
+    let of_scene = search(EventQuery {
+        dataset: Some(scene),
+        limit: 100,
+        ..EventQuery::default()
+    })
+    .await;
+    let ops: Vec<&str> = of_scene
+        .events
+        .iter()
+        .map(|e| e.operation.as_str())
+        .collect();
+    assert_eq!(ops, ["reproject", "ingest"]);
+    let of_warped = search(EventQuery {
+        dataset: Some(warped),
+        limit: 100,
+        ..EventQuery::default()
+    })
+    .await;
+    assert_eq!(of_warped.events.len(), 22);
+    let none = search(EventQuery {
+        dataset: Some(Uuid::new_v4()),
+        limit: 10,
+        ..EventQuery::default()
+    })
+    .await;
+    assert!(none.events.is_empty() && none.next.is_none());
+
+    // Operation, processor, CRS (from or to), id prefix.
+    let tiled = search(EventQuery {
+        operation: Some("tile".into()),
+        limit: 100,
+        ..EventQuery::default()
+    })
+    .await;
+    assert_eq!(tiled.events.len(), 21);
+    let warp = search(EventQuery {
+        processor: Some("gdalwarp".into()),
+        limit: 100,
+        ..EventQuery::default()
+    })
+    .await;
+    assert_eq!(warp.events.len(), 1);
+    let wgs84 = search(EventQuery {
+        crs: Some("EPSG:4326".into()),
+        limit: 100,
+        ..EventQuery::default()
+    })
+    .await;
+    assert_eq!(wgs84.events.len(), 1);
+    let id = events[1].event_id.to_hex();
+    let by_prefix = search(EventQuery {
+        id_prefix: Some(id[..10].to_owned()),
+        limit: 5,
+        ..EventQuery::default()
+    })
+    .await;
+    assert_eq!(by_prefix.events.len(), 1);
+    assert_eq!(by_prefix.events[0].event_id, id);
+
+    // Time: intervals that overlap [since, until], bounds included.
+    let at = |day: u32, hour: u32| {
+        chrono::DateTime::parse_from_rfc3339(&format!("2026-03-{day:02}T{hour:02}:00:00Z"))
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let day2 = search(EventQuery {
+        since: Some(at(2, 11)),
+        until: Some(at(2, 23)),
+        limit: 100,
+        ..EventQuery::default()
+    })
+    .await;
+    let ops: Vec<&str> = day2.events.iter().map(|e| e.operation.as_str()).collect();
+    assert_eq!(ops, ["reproject"], "the interval touching the bound counts");
+    let late = search(EventQuery {
+        since: Some(at(12, 0)),
+        limit: 100,
+        ..EventQuery::default()
+    })
+    .await;
+    assert_eq!(late.events.len(), 4, "days 12 and 13");
+
+    // Filters combine; pages of 5 partition the matches, newest first, once each.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = search(EventQuery {
+            operation: Some("tile".into()),
+            dataset: Some(warped),
+            before,
+            limit: 5,
+            ..EventQuery::default()
+        })
+        .await;
+        assert!(page.events.len() <= 5);
+        seen.extend(page.events.iter().map(|e| e.position));
+        match page.next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 21);
+    assert!(seen.windows(2).all(|w| w[0] > w[1]));
+}
+
 // One test per case on every backend: `store_suite::sqlite::roundtrip`, ...
 crate::support::stamp::stamp_suite!(
     roundtrip,
@@ -607,5 +758,6 @@ crate::support::stamp::stamp_suite!(
     lineage_wide_fan_out,
     lineage_walk_past_the_node_cap_is_refused,
     edges_page_through_every_stored_edge_once,
+    search_filters_and_pages_newest_first,
     migrate_is_idempotent,
 );

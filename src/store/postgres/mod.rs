@@ -158,7 +158,8 @@ use self::migrate::schema_version;
 use self::tls::tls_connector;
 use super::migration::{self, SchemaGate};
 use super::{
-    CommitReport, Direction, EdgePage, LineageEdge, Store, StoreError, StoredEvent, TransparencyLog,
+    CommitReport, Direction, EdgePage, EventPage, EventQuery, LineageEdge, Store, StoreError,
+    StoredEvent, TransparencyLog,
 };
 use crate::event::{EventId, LineageEvent};
 
@@ -352,6 +353,11 @@ impl Store for PostgresStore {
 
     async fn edges(&self, cursor: u64, limit: usize) -> Result<EdgePage, StoreError> {
         self.read_edges(cursor, limit).await
+    }
+
+    async fn search_events(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
+        let events = self.read_search(query).await?;
+        Ok(super::event_page(query, events))
     }
 
     async fn event_ids_with_prefix(

@@ -13,7 +13,7 @@ use super::{to_sql_int, PostgresStore};
 use crate::event::EventId;
 use crate::records::{Direction, LineageEdge};
 use crate::store::rows::{self, EventRow};
-use crate::store::{EdgePage, StoreError, StoredCheckpoint, StoredEdge, StoredEvent};
+use crate::store::{EdgePage, EventQuery, StoreError, StoredCheckpoint, StoredEdge, StoredEvent};
 use crate::tlog::{format_recorded_at, CompactRange};
 
 /// The log head without a lock (one row: one consistent snapshot of size and frontier).
@@ -300,5 +300,75 @@ impl PostgresStore {
         rows.iter()
             .map(|r| r.try_get(0).map_err(classify))
             .collect()
+    }
+
+    /// `Store::search_events`: the filters as one `WHERE`, newest first; the dataset filter
+    /// goes through the GIN indexes on `outputs` (which hold every logged event's
+    /// `dataset_uuid`) and `inputs`.
+    pub(super) async fn read_search(
+        &self,
+        query: &EventQuery,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
+        // Adds a parameter; its placeholder.
+        let mut bind = |value: Box<dyn tokio_postgres::types::ToSql + Sync + Send>| {
+            params.push(value);
+            format!("${}", params.len())
+        };
+        let mut conditions = vec!["log_position IS NOT NULL".to_owned()];
+        if let Some(before) = query.before {
+            let p = bind(Box::new(to_sql_int(before)?));
+            conditions.push(format!("log_position < {p}"));
+        }
+        if let Some(dataset) = query.dataset {
+            let p = bind(Box::new(vec![dataset]));
+            conditions.push(format!("(outputs @> {p}::uuid[] OR inputs @> {p}::uuid[])"));
+        }
+        if let Some(prefix) = &query.id_prefix {
+            let (low, high) = crate::store::prefix_range(prefix);
+            let (low, high) = (bind(Box::new(low)), bind(Box::new(high)));
+            conditions.push(format!("event_id >= {low} AND event_id < {high}"));
+        }
+        for (column, value) in [
+            ("operation", &query.operation),
+            ("processor_id", &query.processor),
+        ] {
+            if let Some(value) = value {
+                let p = bind(Box::new(value.clone()));
+                conditions.push(format!("{column} = {p}"));
+            }
+        }
+        if let Some(crs) = &query.crs {
+            let p = bind(Box::new(crs.clone()));
+            conditions.push(format!("(crs_from = {p} OR crs_to = {p})"));
+        }
+        if let Some(since) = query.since {
+            let p = bind(Box::new(since));
+            conditions.push(format!(
+                "coalesce(ended_at, started_at, \"timestamp\") >= {p}"
+            ));
+        }
+        if let Some(until) = query.until {
+            let p = bind(Box::new(until));
+            conditions.push(format!(
+                "coalesce(started_at, ended_at, \"timestamp\") <= {p}"
+            ));
+        }
+        let limit = bind(Box::new(
+            i64::try_from(query.limit.max(1)).unwrap_or(i64::MAX),
+        ));
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM lineage_events WHERE {} ORDER BY log_position DESC \
+             LIMIT {limit}",
+            conditions.join(" AND ")
+        );
+        let client = self.ready_client().await?;
+        let stmt = client.prepare_cached(&sql).await.map_err(classify)?;
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let rows = client.query(&stmt, &refs).await.map_err(classify)?;
+        rows.iter().map(read_event_row).collect()
     }
 }

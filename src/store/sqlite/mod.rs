@@ -81,8 +81,8 @@ use self::connection::{open_connection, Role, MAX_IDLE_READERS};
 use super::migration::SchemaGate;
 use super::rows;
 use super::{
-    CommitReport, Direction, EdgePage, LineageEdge, Store, StoreError, StoredCheckpoint,
-    StoredEvent, TransparencyLog, TreeHead,
+    CommitReport, Direction, EdgePage, EventPage, EventQuery, LineageEdge, Store, StoreError,
+    StoredCheckpoint, StoredEvent, TransparencyLog, TreeHead,
 };
 use crate::event::{EventId, LineageEvent};
 use crate::tlog::Hash;
@@ -184,6 +184,14 @@ impl Store for SqliteStore {
         let inner = Arc::clone(&self.inner);
         run_blocking(move || inner.read(|conn| read::neighbours(conn, &datasets, direction, limit)))
             .await
+    }
+
+    async fn search_events(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
+        let owned = query.clone();
+        let inner = Arc::clone(&self.inner);
+        let events =
+            run_blocking(move || inner.read(|conn| read::search_events(conn, &owned))).await?;
+        Ok(super::event_page(query, events))
     }
 
     async fn event_ids_with_prefix(

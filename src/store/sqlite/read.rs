@@ -8,11 +8,11 @@ use rusqlite::{params, Connection};
 use uuid::Uuid;
 
 use super::error::classify;
-use super::timestamp::parse_timestamp;
+use super::timestamp::{parse_timestamp, timestamp_text};
 use super::to_sql_int;
 use crate::records::{Direction, LineageEdge};
 use crate::store::rows::{self, EventRow};
-use crate::store::{EdgePage, StoreError, StoredCheckpoint, StoredEdge, StoredEvent};
+use crate::store::{EdgePage, EventQuery, StoreError, StoredCheckpoint, StoredEdge, StoredEvent};
 use crate::tlog::Hash;
 
 pub(super) const SELECT_LOG_SIZE: &str = "SELECT size FROM log_head WHERE id = 0";
@@ -308,4 +308,73 @@ pub(super) fn event_ids_with_prefix(
         .query_map(params![low, high, limit], |row| row.get(0))
         .map_err(classify)?;
     rows.collect::<Result<Vec<String>, _>>().map_err(classify)
+}
+
+/// `Store::search_events`: the filters as one `WHERE`, newest first. The dataset filter uses
+/// the edge indexes (inputs and outputs with edges) and the row's `dataset_uuid`; the others
+/// are checked row by row while walking the log backwards, which stops once the page is full.
+pub(super) fn search_events(
+    conn: &Connection,
+    query: &EventQuery,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut params: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    // Adds a parameter; its placeholder.
+    let mut bind = |value: Box<dyn rusqlite::ToSql>| {
+        params.push(value);
+        format!("?{}", params.len())
+    };
+    let mut conditions = vec!["log_position IS NOT NULL".to_owned()];
+    if let Some(before) = query.before {
+        let p = bind(Box::new(to_sql_int(before, "cursor")?));
+        conditions.push(format!("log_position < {p}"));
+    }
+    if let Some(dataset) = query.dataset {
+        let p = bind(Box::new(dataset.hyphenated().to_string()));
+        conditions.push(format!(
+            "(dataset_uuid = {p} OR event_id IN (SELECT event_id FROM lineage_edges WHERE \
+             from_uuid = {p} UNION SELECT event_id FROM lineage_edges WHERE to_uuid = {p}))"
+        ));
+    }
+    if let Some(prefix) = &query.id_prefix {
+        let (low, high) = crate::store::prefix_range(prefix);
+        let (low, high) = (bind(Box::new(low)), bind(Box::new(high)));
+        conditions.push(format!("event_id >= {low} AND event_id < {high}"));
+    }
+    for (column, value) in [
+        ("operation", &query.operation),
+        ("processor_id", &query.processor),
+    ] {
+        if let Some(value) = value {
+            let p = bind(Box::new(value.clone()));
+            conditions.push(format!("{column} = {p}"));
+        }
+    }
+    if let Some(crs) = &query.crs {
+        let p = bind(Box::new(crs.clone()));
+        conditions.push(format!("(crs_from = {p} OR crs_to = {p})"));
+    }
+    if let Some(since) = query.since {
+        let p = bind(Box::new(timestamp_text(since)));
+        conditions.push(format!("coalesce(ended_at, started_at, timestamp) >= {p}"));
+    }
+    if let Some(until) = query.until {
+        let p = bind(Box::new(timestamp_text(until)));
+        conditions.push(format!("coalesce(started_at, ended_at, timestamp) <= {p}"));
+    }
+    let limit = bind(Box::new(
+        i64::try_from(query.limit.max(1)).unwrap_or(i64::MAX),
+    ));
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM lineage_events WHERE {} ORDER BY log_position DESC \
+         LIMIT {limit}",
+        conditions.join(" AND ")
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
+    let refs: Vec<&dyn rusqlite::ToSql> = params.iter().map(AsRef::as_ref).collect();
+    let mut rows = stmt.query(refs.as_slice()).map_err(classify)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(classify)? {
+        out.push(read_event_row(row)?);
+    }
+    Ok(out)
 }
